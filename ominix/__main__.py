@@ -1,0 +1,4 @@
+from ominix.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""The architecture table: config.json `model_type` -> module under ominix.models.
+
+This is the only place that lists architectures. Each module exposes `ModelArgs` (built from
+config.json with `ModelArgs.from_dict`) and `Model`; it may expose `sanitize(weights)`.
+Other packages add architectures through the `ominix.architectures` entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from types import ModuleType
+
+ARCHITECTURES: dict[str, str] = {
+    "qwen3": "ominix.models.qwen3",
+    "qwen2": "ominix.models.qwen2",
+}
+
+
+def _plugin_architectures() -> dict[str, str]:
+    return {ep.name: ep.value for ep in entry_points(group="ominix.architectures")}
+
+
+def supported_model_types() -> list[str]:
+    return sorted({**ARCHITECTURES, **_plugin_architectures()})
+
+
+def get_architecture(model_type: str) -> ModuleType:
+    table = {**ARCHITECTURES, **_plugin_architectures()}
+    if model_type not in table:
+        raise ValueError(
+            f"model_type '{model_type}' is not supported; supported: {', '.join(sorted(table))}"
+        )
+    return importlib.import_module(table[model_type])
