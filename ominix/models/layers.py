@@ -1,0 +1,340 @@
+"""Shared building blocks for decoder-only transformers: rope, attention, MLP, masks.
+
+Everything here is parameterized by plain numbers so that a new architecture file can assemble its
+layers from these pieces and keep only what is particular to it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+
+# --- rope -------------------------------------------------------------------------------------
+
+
+def read_rope_config(config: dict) -> tuple[float, dict | None]:
+    """(rope_theta, scaling dict or None) from either config.json spelling.
+
+    transformers 4.x writes `rope_theta` and `rope_scaling: {"type"|"rope_type", "factor", ...}`;
+    5.x writes `rope_parameters: {"rope_theta", "rope_type", "factor", ...}`.
+    The returned scaling dict always has `rope_type`; None means plain rope.
+    """
+    params = dict(config.get("rope_parameters") or {})
+    scaling = dict(config.get("rope_scaling") or {})
+    theta = params.pop("rope_theta", None) or config.get("rope_theta") or 10000.0
+    merged = {**params, **scaling}
+    rope_type = merged.pop("rope_type", None) or merged.pop("type", None) or "default"
+    merged.pop("type", None)
+    if rope_type == "default":
+        return float(theta), None
+    if "original_max_position_embeddings" in config:  # Phi3-style top-level value wins, as in HF
+        merged["original_max_position_embeddings"] = config["original_max_position_embeddings"]
+    return float(theta), {"rope_type": rope_type, **merged}
+
+
+class FrequencyRoPE(nn.Module):
+    """Rope with precomputed per-dimension frequencies and an optional input scale (yarn, llama3)."""
+
+    def __init__(self, dims: int, inv_freq: mx.array, input_scale: float = 1.0):
+        super().__init__()
+        self.dims = dims
+        # mx.fast.rope takes periods (1 / inverse frequency); underscore keeps it out of parameters.
+        self._freqs = 1.0 / inv_freq
+        self.input_scale = input_scale
+
+    def __call__(self, x: mx.array, offset: int = 0) -> mx.array:
+        if self.input_scale != 1.0:
+            # Scaling both q and k by s multiplies attention logits by s^2, as yarn prescribes.
+            x = x * self.input_scale
+        return mx.fast.rope(
+            x, self.dims, traditional=False, base=None, scale=1.0, offset=offset, freqs=self._freqs
+        )
+
+
+def _yarn(dims: int, base: float, scaling: dict, max_position_embeddings: int) -> FrequencyRoPE:
+    factor = scaling.get("factor") or 1.0
+    original = scaling.get("original_max_position_embeddings") or max_position_embeddings
+    beta_fast = scaling.get("beta_fast") or 32
+    beta_slow = scaling.get("beta_slow") or 1
+    truncate = scaling.get("truncate", True)
+
+    def mscale(scale: float, m: float = 1.0) -> float:
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    attention_factor = scaling.get("attention_factor")
+    if attention_factor is None:
+        m, m_all = scaling.get("mscale"), scaling.get("mscale_all_dim")
+        attention_factor = mscale(factor, m) / mscale(factor, m_all) if m and m_all else mscale(factor)
+
+    def correction_dim(rotations: float) -> float:
+        return dims * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dims - 1)
+    if low == high:
+        high += 0.001
+    ramp = mx.clip((mx.arange(dims // 2, dtype=mx.float32) - low) / (high - low), 0, 1)
+    extrapolate = 1.0 - ramp  # 1 where the dimension keeps its original frequency
+    inv_freq = 1.0 / (base ** (mx.arange(0, dims, 2, dtype=mx.float32) / dims))
+    inv_freq = (inv_freq / factor) * (1 - extrapolate) + inv_freq * extrapolate
+    return FrequencyRoPE(dims, inv_freq, input_scale=attention_factor)
+
+
+def _llama3(dims: int, base: float, scaling: dict) -> FrequencyRoPE:
+    factor = scaling["factor"]
+    low_freq_factor = scaling.get("low_freq_factor", 1.0)
+    high_freq_factor = scaling.get("high_freq_factor", 4.0)
+    original = scaling.get("original_max_position_embeddings", 8192)
+    low_freq_wavelen = original / low_freq_factor
+    high_freq_wavelen = original / high_freq_factor
+
+    inv_freq = 1.0 / (base ** (mx.arange(0, dims, 2, dtype=mx.float32) / dims))
+    wavelen = 2 * math.pi / inv_freq
+    scaled = mx.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    smooth = (original / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    is_medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+    return FrequencyRoPE(dims, mx.where(is_medium, smoothed, scaled))
+
+
+def make_rope(
+    dims: int, base: float, scaling: dict | None = None, max_position_embeddings: int = 32768
+) -> nn.Module:
+    """A rope module for `dims` rotated dimensions; `scaling` as returned by read_rope_config."""
+    rope_type = (scaling or {}).get("rope_type", "default")
+    if rope_type == "default":
+        return nn.RoPE(dims, traditional=False, base=base)
+    if rope_type == "linear":
+        return nn.RoPE(dims, traditional=False, base=base, scale=1.0 / scaling["factor"])
+    if rope_type == "yarn":
+        return _yarn(dims, base, scaling, max_position_embeddings)
+    if rope_type == "llama3":
+        return _llama3(dims, base, scaling)
+    raise ValueError(f"rope_type '{rope_type}' is not supported (default, linear, yarn, llama3)")
+
+
+# --- masks ------------------------------------------------------------------------------------
+
+
+def causal_mask(length: int, offset: int = 0, window: int | None = None) -> mx.array:
+    """Boolean [length, offset + length] mask: query i (at position offset + i) sees keys <= it."""
+    query_pos = mx.arange(offset, offset + length)[:, None]
+    key_pos = mx.arange(offset + length)[None]
+    mask = query_pos >= key_pos
+    if window is not None:
+        mask = mask & (query_pos < key_pos + window)
+    return mask
+
+
+def attention_mask(length: int, cache: Any = None) -> mx.array | str | None:
+    """The mask for `length` new tokens appended after what `cache` holds.
+
+    A cache that knows better (batched with padding, sliding window) provides `make_mask(length)`.
+    Otherwise a single token needs no mask, and several tokens use SDPA's "causal" mask, which is
+    aligned to the last key, so it stays correct when the cache already holds earlier tokens.
+    """
+    if cache is not None and hasattr(cache, "make_mask"):
+        return cache.make_mask(length)
+    return None if length == 1 else "causal"
+
+
+# --- attention and MLP -------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    """Multi-head attention with grouped key/value heads.
+
+    qkv_bias: biases on q/k/v projections (qwen2); o_bias: on the output projection.
+    qk_norm_eps: per-head RMSNorm on queries and
+    keys before rope (qwen3); None disables it.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        n_heads: int,
+        n_kv_heads: int,
+        head_dim: int,
+        rope: nn.Module,
+        *,
+        qkv_bias: bool = False,
+        o_bias: bool = False,
+        qk_norm_eps: float | None = None,
+    ):
+        super().__init__()
+        self.n_heads = n_heads
+        self.n_kv_heads = n_kv_heads
+        self.scale = head_dim**-0.5
+        self.q_proj = nn.Linear(hidden_size, n_heads * head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(hidden_size, n_kv_heads * head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(hidden_size, n_kv_heads * head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(n_heads * head_dim, hidden_size, bias=o_bias)
+        self.use_qk_norm = qk_norm_eps is not None
+        if self.use_qk_norm:
+            self.q_norm = nn.RMSNorm(head_dim, eps=qk_norm_eps)
+            self.k_norm = nn.RMSNorm(head_dim, eps=qk_norm_eps)
+        self.rope = rope
+
+    def __call__(self, x: mx.array, mask=None, cache=None) -> mx.array:
+        B, L, _ = x.shape
+        q = self.q_proj(x).reshape(B, L, self.n_heads, -1)
+        k = self.k_proj(x).reshape(B, L, self.n_kv_heads, -1)
+        v = self.v_proj(x).reshape(B, L, self.n_kv_heads, -1)
+        if self.use_qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
+
+        offset = cache.offset if cache is not None else 0
+        q = self.rope(q, offset=offset)
+        k = self.rope(k, offset=offset)
+        if cache is not None:
+            k, v = cache.update_and_fetch(k, v)
+
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, bias: bool = False):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+# --- mixture of experts ------------------------------------------------------------------------
+# All experts of a layer live in one [experts, out, in] tensor; mx.gather_mm / mx.gather_qmm pick
+# each token's experts inside one kernel, so no Python loop ever runs over experts.
+
+
+class SwitchLinear(nn.Module):
+    """A bank of `num_experts` linear maps without bias; weight is [experts, out, in]."""
+
+    def __init__(self, input_dims: int, output_dims: int, num_experts: int):
+        super().__init__()
+        # Placeholder values (lazy, never computed when a checkpoint is loaded over them).
+        self.weight = mx.zeros((num_experts, output_dims, input_dims))
+
+    def __call__(self, x: mx.array, indices: mx.array, sorted_indices: bool = False) -> mx.array:
+        return mx.gather_mm(
+            x, self.weight.swapaxes(-1, -2), rhs_indices=indices, sorted_indices=sorted_indices
+        )
+
+    def to_quantized(self, group_size: int = 64, bits: int = 4, mode: str = "affine"):
+        """Called by nn.quantize: the same bank with MLX affine-quantized experts."""
+        return QuantizedSwitchLinear.from_float(self.weight, group_size, bits, mode)
+
+
+class QuantizedSwitchLinear(nn.Module):
+    """SwitchLinear with `weight` (uint32-packed), `scales` and `biases` per expert."""
+
+    def __init__(self, weight, scales, biases, group_size: int, bits: int, mode: str = "affine"):
+        super().__init__()
+        self.group_size, self.bits, self.mode = group_size, bits, mode
+        self.weight, self.scales, self.biases = weight, scales, biases
+        self.freeze()
+
+    @classmethod
+    def from_float(cls, weight: mx.array, group_size: int, bits: int, mode: str = "affine"):
+        packed, scales, biases = mx.quantize(weight, group_size, bits, mode=mode)
+        return cls(packed, scales, biases, group_size, bits, mode)
+
+    def __call__(self, x: mx.array, indices: mx.array, sorted_indices: bool = False) -> mx.array:
+        return mx.gather_qmm(
+            x, self.weight, self.scales, self.biases, rhs_indices=indices, transpose=True,
+            group_size=self.group_size, bits=self.bits, mode=self.mode,
+            sorted_indices=sorted_indices,
+        )  # fmt: skip
+
+
+class SwitchGLU(nn.Module):
+    """SwiGLU experts: down(silu(gate(x)) * up(x)) through each token's chosen experts.
+
+    x [..., hidden] and indices [..., k] -> [..., k, hidden] (one output per chosen expert).
+    """
+
+    # From this many (token, expert) pairs on, sort them by expert so each expert's weights are
+    # read once for all its tokens (prefill); a single decode step is cheaper unsorted.
+    sort_threshold = 64
+
+    def __init__(self, hidden_size: int, intermediate_size: int, num_experts: int):
+        super().__init__()
+        self.gate_proj = SwitchLinear(hidden_size, intermediate_size, num_experts)
+        self.up_proj = SwitchLinear(hidden_size, intermediate_size, num_experts)
+        self.down_proj = SwitchLinear(intermediate_size, hidden_size, num_experts)
+
+    def _experts(self, x: mx.array, indices: mx.array, sorted_indices: bool) -> mx.array:
+        gate = self.gate_proj(x, indices, sorted_indices)
+        up = self.up_proj(x, indices, sorted_indices)
+        return self.down_proj(nn.silu(gate) * up, indices, sorted_indices)
+
+    def __call__(self, x: mx.array, indices: mx.array) -> mx.array:
+        indices = mx.stop_gradient(indices)
+        k = indices.shape[-1]
+        if indices.size < self.sort_threshold:
+            # x as [..., 1, 1, hidden]: a 1-row matrix broadcast against the k chosen experts.
+            out = self._experts(mx.expand_dims(x, (-2, -3)), indices, False)
+            return out.squeeze(-2)
+        flat = indices.flatten()
+        order = mx.argsort(flat)
+        rows = x.reshape(-1, 1, x.shape[-1])[order // k]  # one row per (token, expert) pair
+        out = self._experts(rows, flat[order], True)
+        out = out[mx.argsort(order)]  # back to token order
+        return out.reshape(*indices.shape, x.shape[-1])
+
+
+def topk_softmax_routing(logits: mx.array, k: int, normalize: bool) -> tuple[mx.array, mx.array]:
+    """(expert indices, weights) [..., k]: softmax over all experts (float32), keep the top k,
+    optionally renormalized to sum to 1 (Mixtral always; Qwen-MoE when norm_topk_prob)."""
+    probs = mx.softmax(logits.astype(mx.float32), axis=-1)
+    indices = mx.stop_gradient(mx.argpartition(-probs, kth=k - 1, axis=-1)[..., :k])
+    weights = mx.take_along_axis(probs, indices, axis=-1)
+    if normalize:
+        weights = weights / weights.sum(axis=-1, keepdims=True)
+    return indices, weights
+
+
+def combine_experts(expert_out: mx.array, weights: mx.array) -> mx.array:
+    """Weighted sum over the k chosen experts: [..., k, hidden] x [..., k] -> [..., hidden]."""
+    return (expert_out * weights[..., None].astype(expert_out.dtype)).sum(axis=-2)
+
+
+def stack_experts(weights: dict, prefix: str, num_experts: int, renames: dict[str, str],
+                  target: str = "switch_mlp") -> None:  # fmt: skip
+    """Stack per-expert tensors `{prefix}.experts.{e}.{src}.{kind}` into
+    `{prefix}.{target}.{dst}.{kind}` (in place), for kind in weight/scales/biases.
+
+    Hugging Face checkpoints store one Linear per expert; quantized per-expert tensors (early
+    mlx-community conversions) are stacked the same way. An incomplete set is left as it is, so
+    the loader reports the stacked tensor as missing and the per-expert ones as unused.
+    """
+    for src, dst in renames.items():
+        for kind in ("weight", "scales", "biases"):
+            names = [f"{prefix}.experts.{e}.{src}.{kind}" for e in range(num_experts)]
+            if all(n in weights for n in names):
+                stacked = mx.stack([weights.pop(n) for n in names])
+                weights[f"{prefix}.{target}.{dst}.{kind}"] = stacked
+
+
+def unfuse_experts(weights: dict, prefix: str, target: str = "switch_mlp") -> None:
+    """transformers 5's in-memory expert layout, `{prefix}.experts.gate_up_proj` [experts,
+    2 * intermediate, hidden] (gate rows first) and `{prefix}.experts.down_proj`, into the
+    switch layer's three stacked tensors (in place). save_pretrained writes per-expert tensors,
+    but checkpoints saved from the fused layout exist too."""
+    fused = weights.pop(f"{prefix}.experts.gate_up_proj", None)
+    if fused is None:
+        return
+    gate, up = mx.split(fused, 2, axis=1)
+    weights[f"{prefix}.{target}.gate_proj.weight"] = gate
+    weights[f"{prefix}.{target}.up_proj.weight"] = up
+    weights[f"{prefix}.{target}.down_proj.weight"] = weights.pop(f"{prefix}.experts.down_proj")
