@@ -1,0 +1,149 @@
+"""The FastAPI application: errors as OpenAI error bodies, API-key auth, CORS, body-size limit.
+
+`create_app()` wires a ModelPool and the Scheduler (the one inference thread) into the routes of
+api/openai.py. The scheduler starts with the app and preloads the `preload` models on its thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ominix.engine.pool import ModelPool
+from ominix.engine.scheduler import Scheduler
+
+log = logging.getLogger("ominix.api")
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+class APIError(Exception):
+    """An error answered with OpenAI's body: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.message, self.type, self.param, self.code)
+
+
+def error_response(status: int, message: str, type: str = "invalid_request_error",
+                   param: str | None = None, code: str | None = None, headers=None) -> JSONResponse:
+    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def validation_message(errors: list[dict]) -> tuple[str, str | None]:
+    """pydantic errors -> one readable sentence and the offending parameter."""
+    parts, param = [], None
+    for err in errors[:3]:
+        loc = [str(x) for x in err.get("loc", ()) if x not in ("body",)]
+        # Union members add their type name to the location; drop those for readability.
+        loc = [x for x in loc if not x.startswith(("list[", "str", "int", "function-", "literal["))]
+        where = ".".join(loc)
+        param = param or (loc[0] if loc else None)
+        msg = err.get("msg", "invalid value")
+        parts.append(f"{where}: {msg}" if where else msg)
+    if len(errors) > 3:
+        parts.append(f"and {len(errors) - 3} more problems")
+    return "Invalid request: " + "; ".join(parts), param
+
+
+def create_app(
+    pool: ModelPool | None = None,
+    *,
+    api_key: str | None = None,
+    cors_origins: list[str] | None = None,
+    preload: list[str] | tuple = (),
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    from contextlib import asynccontextmanager
+
+    from ominix.api import openai as openai_routes
+
+    pool = pool or ModelPool()
+    scheduler = Scheduler(pool)
+    api_key = api_key if api_key is not None else (os.environ.get("OMINIX_API_KEY") or None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        scheduler.start()
+        for name in preload:
+            try:
+                await asyncio.to_thread(scheduler.call, lambda name=name: pool.get(name))
+                log.info("loaded %s", name)
+            except Exception as e:  # keep serving: requests for it get a 503 that says why
+                log.error("could not load %s: %s", name, e)
+        yield
+        scheduler.stop()
+
+    app = FastAPI(title="OminiX", version="0.1.0", lifespan=lifespan)
+    app.state.pool = pool
+    app.state.scheduler = scheduler
+    app.state.api_key = api_key
+    app.state.max_body_bytes = max_body_bytes
+
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            allow_credentials="*" not in cors_origins,
+        )
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        message, param = validation_message(exc.errors())
+        return error_response(400, message, param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 404:
+            message = f"Unknown route: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"Method {request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail)
+        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return error_response(500, f"Internal error: {type(exc).__name__}", type="server_error")
+
+    app.include_router(openai_routes.router)
+    return app
+
+
+def check_auth(request: Request) -> None:
+    """FastAPI dependency: with an API key configured, require `Authorization: Bearer <key>`."""
+    key = request.app.state.api_key
+    if not key:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
+        raise APIError(
+            401,
+            "Incorrect API key provided." if header else "Missing API key: send 'Authorization: Bearer <key>'.",
+            code="invalid_api_key",
+        )
