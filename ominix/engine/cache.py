@@ -59,3 +59,75 @@ def make_cache(model) -> list:
     if hasattr(model, "make_cache"):
         return model.make_cache()
     return [KVCache() for _ in model.layers]
+
+
+class RotatingKVCache:
+    """Sliding-window cache: keeps only the last `window - 1` tokens between calls.
+
+    Each call returns the kept tokens followed by the new ones, in position order, and
+    `make_mask(length)` (used before the call) says which of them each new query may see: keys at
+    or before it and fewer than `window` positions back. That equals full attention restricted to
+    the window for single tokens, whole prompts longer than the window, and chunked prefill.
+    """
+
+    def __init__(self, window: int):
+        if window < 1:
+            raise ValueError(f"sliding window must be >= 1, got {window}")
+        self.window = window
+        self.keys = None
+        self.values = None
+        self.offset = 0
+
+    @property
+    def _kept(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[2]
+
+    def make_mask(self, length: int) -> mx.array | None:
+        if length == 1:
+            return None  # at most window - 1 keys are kept, so one query sees them all
+        kept = self._kept
+        query_pos = mx.arange(self.offset, self.offset + length)[:, None]
+        key_pos = mx.arange(self.offset - kept, self.offset + length)[None]
+        return (key_pos <= query_pos) & (query_pos - key_pos < self.window)
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        self.offset += keys.shape[2]
+        if self.keys is not None:
+            keys = mx.concatenate([self.keys, keys], axis=2)
+            values = mx.concatenate([self.values, values], axis=2)
+        keep = min(self.window - 1, keys.shape[2])
+        start = keys.shape[2] - keep
+        self.keys, self.values = keys[..., start:, :], values[..., start:, :]
+        return keys, values
+
+    def trim(self, n: int) -> int:
+        """Tokens dropped from the window cannot be restored, so nothing can be trimmed."""
+        return 0
+
+    @property
+    def state(self) -> tuple[mx.array, mx.array] | tuple[()]:
+        return () if self.keys is None else (self.keys, self.values)
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.keys is None else self.keys.nbytes + self.values.nbytes
+
+
+class RecurrentStateCache:
+    """Fixed-size state of a linear-attention layer ([batch, heads, key_dim, value_dim]) and the
+    number of tokens it has absorbed; memory does not grow with the sequence."""
+
+    def __init__(self):
+        self.matrix = None
+        self.offset = 0
+
+    def trim(self, n: int) -> int:
+        return 0  # a recurrent state cannot forget tokens
+
+    @property
+    def state(self) -> tuple[mx.array] | tuple[()]:
+        return () if self.matrix is None else (self.matrix,)
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.matrix is None else self.matrix.nbytes

@@ -1,0 +1,133 @@
+"""Mistral dense decoder (mistralai/Mistral-7B-*): Llama-style grouped-query attention, with
+sliding-window attention when the config sets `sliding_window` (v0.1); v0.2/v0.3 set it to null."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ominix.models.layers import MLP, Attention, attention_mask, make_rope, read_rope_config
+
+
+@dataclass
+class ModelArgs:
+    model_type: str
+    hidden_size: int
+    num_hidden_layers: int
+    intermediate_size: int
+    num_attention_heads: int
+    vocab_size: int
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    sliding_window: int | None = None
+    rms_norm_eps: float = 1e-5
+    max_position_embeddings: int = 32768
+    tie_word_embeddings: bool = False
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None
+
+    def __post_init__(self):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.sliding_window is not None and self.sliding_window < 1:
+            raise ValueError(f"sliding_window must be a positive integer or null, "
+                             f"got {self.sliding_window}")  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "ModelArgs":
+        known = {f.name for f in dataclasses.fields(cls)}
+        args = {k: v for k, v in config.items() if k in known}
+        args["rope_theta"], args["rope_scaling"] = read_rope_config(config)
+        return cls(**args)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        rope = make_rope(
+            args.head_dim, args.rope_theta, args.rope_scaling, args.max_position_embeddings
+        )
+        self.self_attn = Attention(
+            args.hidden_size,
+            args.num_attention_heads,
+            args.num_key_value_heads,
+            args.head_dim,
+            rope,
+        )
+        self.mlp = MLP(args.hidden_size, args.intermediate_size)
+        self.input_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
+        self.post_attention_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
+
+    def __call__(self, x: mx.array, mask=None, cache=None) -> mx.array:
+        h = x + self.self_attn(self.input_layernorm(x), mask, cache)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class MistralModel(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.sliding_window = args.sliding_window
+        self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
+        self.layers = [TransformerBlock(args) for _ in range(args.num_hidden_layers)]
+        self.norm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
+
+    def __call__(self, inputs: mx.array, cache=None) -> mx.array:
+        h = self.embed_tokens(inputs)
+        if cache is None:
+            cache = [None] * len(self.layers)
+            mask = attention_mask(h.shape[1])
+            if self.sliding_window is not None and h.shape[1] > self.sliding_window:
+                mask = _window_mask(h.shape[1], self.sliding_window)
+        else:
+            mask = attention_mask(h.shape[1], cache[0])
+        for layer, layer_cache in zip(self.layers, cache):
+            h = layer(h, mask, layer_cache)
+        return self.norm(h)
+
+
+def _window_mask(length: int, window: int) -> mx.array:
+    pos = mx.arange(length)
+    return (pos[None] <= pos[:, None]) & (pos[:, None] - pos[None] < window)
+
+
+class Model(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.model_type = args.model_type
+        self.model = MistralModel(args)
+        if not args.tie_word_embeddings:
+            self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
+
+    def __call__(self, inputs: mx.array, cache=None) -> mx.array:
+        """inputs [B, L] token ids -> logits [B, L, vocab]."""
+        h = self.model(inputs, cache)
+        if self.args.tie_word_embeddings:
+            return self.model.embed_tokens.as_linear(h)
+        return self.lm_head(h)
+
+    @property
+    def layers(self) -> list:
+        return self.model.layers
+
+    def make_cache(self) -> list:
+        # The engine owns the cache classes; imported here so models/ stays importable alone.
+        from ominix.engine.cache import KVCache, RotatingKVCache
+
+        if self.args.sliding_window is None:
+            return [KVCache() for _ in self.layers]
+        return [RotatingKVCache(self.args.sliding_window) for _ in self.layers]
+
+    def sanitize(self, weights: dict) -> dict:
+        """Drop tensors the module tree has no place for: the tied head and rope buffers."""
+        return {
+            name: w
+            for name, w in weights.items()
+            if "rotary_emb.inv_freq" not in name
+            and not (self.args.tie_word_embeddings and name.startswith("lm_head."))
+        }
