@@ -1,0 +1,219 @@
+"""Prefill + decode loop for one request.
+
+`generate_step` yields token ids: the prompt is prefilled in chunks (evaluating the cache between
+chunks keeps peak memory flat), then each decode step is one graph, queued with `mx.async_eval`
+before the previous token is read so the device works while Python waits.
+`stream_generate` adds detokenization, EOS and stop strings, and timing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import mlx.core as mx
+
+from ominix.engine.cache import make_cache
+from ominix.engine.sample import SampleOutput, Sampler, SamplingParams
+from ominix.engine.tokenizer import StopMatcher, Tokenizer
+
+
+@dataclass
+class TokenLogprobs:
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)  # best first
+
+
+@dataclass
+class GenerationResponse:
+    text: str  # new text since the previous response
+    token: int
+    logprob: float | None
+    top_logprobs: list[tuple[int, float]] | None
+    finish_reason: str | None  # None, "stop" or "length"
+    prompt_tokens: int
+    generation_tokens: int
+    prompt_tps: float
+    generation_tps: float
+    ttft: float  # seconds from the call to the first token
+    peak_memory: float  # GB
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    tokens: list[int]
+    finish_reason: str | None
+    prompt_tokens: int
+    generation_tokens: int
+    prompt_tps: float
+    generation_tps: float
+    ttft: float
+    peak_memory: float
+    logprobs: list[TokenLogprobs] | None = None
+
+
+def prefill(model, tokens: mx.array, cache: list, step_size: int) -> mx.array:
+    """Run all but the last token through the model in chunks; return what is left to feed."""
+    while tokens.size > 1:
+        n = min(step_size, tokens.size - 1)
+        model(tokens[:n][None], cache=cache)
+        mx.eval([c.state for c in cache])
+        tokens = tokens[n:]
+    return tokens
+
+
+def generate_step(
+    model,
+    prompt_ids,
+    sampler: Sampler,
+    *,
+    cache: list | None = None,
+    prefill_step_size: int = 512,
+    max_tokens: int = 256,
+) -> Iterator[tuple[int, TokenLogprobs | None]]:
+    """Yield (token, logprobs or None) for up to max_tokens tokens. The caller decides when to stop.
+
+    `cache` may already hold a prefix of the conversation; then `prompt_ids` is only the new part.
+    """
+    if len(prompt_ids) == 0:
+        raise ValueError("the prompt is empty")
+    if prefill_step_size < 1:
+        raise ValueError("prefill_step_size must be >= 1")
+    if cache is None:
+        cache = make_cache(model)
+
+    def step(tokens: mx.array) -> SampleOutput:
+        logits = model(tokens[None], cache=cache)[:, -1, :]
+        return sampler(logits)
+
+    last = prefill(model, mx.array(prompt_ids, dtype=mx.uint32), cache, prefill_step_size)
+    out = step(last)
+    mx.async_eval(out.arrays())
+    for n in range(max_tokens):
+        more = n + 1 < max_tokens
+        if more and not sampler.sync:
+            # Queue step n+1 on the (still lazy) token n before reading token n on the host.
+            upcoming = step(out.token.reshape(1))
+            mx.async_eval(upcoming.arrays())
+        token = out.token.item()
+        sampler.accept(token)
+        yield token, _logprobs(out)
+        if more and sampler.sync:
+            upcoming = step(mx.array([token], dtype=mx.uint32))
+            mx.async_eval(upcoming.arrays())
+        if more:
+            out = upcoming
+
+
+def _logprobs(out: SampleOutput) -> TokenLogprobs | None:
+    if out.logprob is None:
+        return None
+    top = []
+    if out.top_ids is not None:
+        top = list(zip(out.top_ids.tolist(), out.top_logprobs.tolist()))
+    return TokenLogprobs(out.logprob.item(), top)
+
+
+def encode_prompt(tokenizer: Tokenizer, prompt: str | list[int]) -> list[int]:
+    if not isinstance(prompt, str):
+        return list(prompt)
+    # Add the tokenizer's own specials (e.g. BOS) unless the text already starts with BOS,
+    # as a rendered chat template usually does.
+    bos = tokenizer.special_tokens.get("bos_token")
+    return tokenizer.encode(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))
+
+
+def stream_generate(
+    model,
+    tokenizer: Tokenizer,
+    prompt: str | list[int],
+    params: SamplingParams,
+    *,
+    max_tokens: int = 256,
+    stop: list[str] | None = None,
+    cache: list | None = None,
+    prefill_step_size: int = 512,
+    logits_processors=None,
+) -> Iterator[GenerationResponse]:
+    """Stream responses with text deltas; the last one has a finish_reason."""
+    if max_tokens < 1:
+        raise ValueError("max_tokens must be >= 1")
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    sampler = Sampler(params, prompt_ids=prompt_ids, logits_processors=logits_processors)
+    detokenizer = tokenizer.detokenizer()
+    stopper = StopMatcher(stop)
+    eos = tokenizer.eos_token_ids
+
+    mx.reset_peak_memory()
+    start = time.perf_counter()
+    ttft = prompt_tps = 0.0
+    decode_start = start
+    steps = generate_step(
+        model, prompt_ids, sampler, cache=cache, prefill_step_size=prefill_step_size, max_tokens=max_tokens
+    )
+
+    def response(text, token, info, n, finish):
+        elapsed = time.perf_counter() - decode_start
+        return GenerationResponse(
+            text=text,
+            token=token,
+            logprob=info.logprob if info else None,
+            top_logprobs=info.top if info and params.top_logprobs else None,
+            finish_reason=finish,
+            prompt_tokens=len(prompt_ids),
+            generation_tokens=n,
+            prompt_tps=prompt_tps,
+            generation_tps=(n - 1) / elapsed if n > 1 and elapsed > 0 else 0.0,
+            ttft=ttft,
+            peak_memory=mx.get_peak_memory() / 1e9,
+        )
+
+    def flush() -> tuple[str, bool]:
+        # The end: release text held back by the detokenizer and the stop matcher.
+        tail, stopped = stopper.feed(detokenizer.finalize())
+        return (tail if stopped else tail + stopper.flush()), stopped
+
+    try:
+        for n, (token, info) in enumerate(steps, start=1):
+            if n == 1:
+                ttft = time.perf_counter() - start
+                prompt_tps = len(prompt_ids) / ttft
+                decode_start = time.perf_counter()
+            if token in eos:
+                yield response(flush()[0], token, info, n, "stop")
+                return
+            text, stopped = stopper.feed(detokenizer.add_token(token))
+            if stopped:
+                yield response(text, token, info, n, "stop")
+                return
+            if n == max_tokens:
+                tail, stopped = flush()
+                yield response(text + tail, token, info, n, "stop" if stopped else "length")
+                return
+            yield response(text, token, info, n, None)
+    finally:
+        steps.close()
+
+
+def generate(model, tokenizer: Tokenizer, prompt: str | list[int], params: SamplingParams, **kwargs) -> GenerationResult:
+    """Run `stream_generate` to the end and collect the text, tokens and statistics."""
+    pieces, tokens, logprobs, last = [], [], [], None
+    for last in stream_generate(model, tokenizer, prompt, params, **kwargs):
+        pieces.append(last.text)
+        tokens.append(last.token)
+        if last.logprob is not None:
+            logprobs.append(TokenLogprobs(last.logprob, last.top_logprobs or []))
+    return GenerationResult(
+        text="".join(pieces),
+        tokens=tokens,
+        finish_reason=last.finish_reason,
+        prompt_tokens=last.prompt_tokens,
+        generation_tokens=last.generation_tokens,
+        prompt_tps=last.prompt_tps,
+        generation_tps=last.generation_tps,
+        ttft=last.ttft,
+        peak_memory=last.peak_memory,
+        logprobs=logprobs if params.logprobs or params.top_logprobs else None,
+    )
