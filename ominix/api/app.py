@@ -1,7 +1,8 @@
 """The FastAPI application: errors as OpenAI error bodies, API-key auth, CORS, body-size limit.
 
-`create_app()` wires a ModelPool and the Scheduler (the one inference thread) into the routes of
-api/openai.py. The scheduler starts with the app and preloads the `preload` models on its thread.
+`create_app()` wires a ModelPool and the Scheduler (the one inference thread, continuous batching)
+into the routes of api/openai.py and GET /metrics (api/metrics.py). The scheduler starts with the
+app; the `preload` models load at start and stay resident (keep_alive forever).
 """
 
 from __future__ import annotations
@@ -70,13 +71,24 @@ def create_app(
     cors_origins: list[str] | None = None,
     preload: list[str] | tuple = (),
     max_body_bytes: int = MAX_BODY_BYTES,
+    max_batch: int = 32,
+    max_queue: int = 256,
+    request_timeout: float | None = None,
+    prompt_cache_bytes: int = 1 << 30,
 ) -> FastAPI:
+    """max_batch: sequences decoded together per model; max_queue: requests waiting beyond that
+    before new ones get 429; request_timeout: seconds before a request is stopped (504);
+    prompt_cache_bytes: memory for reusable prompt prefixes (0 disables the prompt cache)."""
     from contextlib import asynccontextmanager
 
+    from ominix.api import metrics as metrics_routes
     from ominix.api import openai as openai_routes
 
     pool = pool or ModelPool()
-    scheduler = Scheduler(pool)
+    metrics = metrics_routes.Metrics()
+    scheduler = Scheduler(pool, max_batch=max_batch, max_queue=max_queue, request_timeout=request_timeout,
+                          prompt_cache_bytes=prompt_cache_bytes, metrics=metrics)
+    metrics.attach(scheduler, pool)
     api_key = api_key if api_key is not None else (os.environ.get("OMINIX_API_KEY") or None)
 
     @asynccontextmanager
@@ -84,7 +96,9 @@ def create_app(
         scheduler.start()
         for name in preload:
             try:
-                await asyncio.to_thread(scheduler.call, lambda name=name: pool.get(name))
+                ref = await asyncio.to_thread(pool.resolve, name)
+                future = await asyncio.to_thread(scheduler.call, lambda ref=ref: pool.start_load(ref, None))
+                await asyncio.wrap_future(future)
                 log.info("loaded %s", name)
             except Exception as e:  # keep serving: requests for it get a 503 that says why
                 log.error("could not load %s: %s", name, e)
@@ -96,6 +110,8 @@ def create_app(
     app.state.scheduler = scheduler
     app.state.api_key = api_key
     app.state.max_body_bytes = max_body_bytes
+    app.state.metrics = metrics
+    app.add_middleware(_CountRequests, metrics=metrics)
 
     if cors_origins:
         app.add_middleware(
@@ -131,7 +147,32 @@ def create_app(
         return error_response(500, f"Internal error: {type(exc).__name__}", type="server_error")
 
     app.include_router(openai_routes.router)
+    app.include_router(metrics_routes.router)
     return app
+
+
+class _CountRequests:
+    """ASGI middleware counting responses by route template and status (streams included)."""
+
+    def __init__(self, app, metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = {"code": 500}
+
+        async def send_and_note(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.requests.labels(route, str(status["code"])).inc()
 
 
 def check_auth(request: Request) -> None:

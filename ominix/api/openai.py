@@ -22,10 +22,11 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ominix.api.app import APIError, check_auth, validation_message
-from ominix.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from ominix.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, LoadRequest
 from ominix.engine.chat import ChatOutputParser, Delta, build_chat_prompt, prompt_opens_reasoning
-from ominix.engine.pool import ModelLoadError, ModelNotFoundError, ModelRef
+from ominix.engine.pool import ModelLoadError, ModelNotFoundError, ModelRef, parse_keep_alive
 from ominix.engine.scheduler import (
+    DEFAULT,
     Cancelled,
     ChoiceDone,
     Done,
@@ -33,6 +34,9 @@ from ominix.engine.scheduler import (
     GenerateJob,
     JobStream,
     PromptStarted,
+    QueueFull,
+    RequestTimeout,
+    SchedulerStopped,
     TokenEvent,
 )
 
@@ -92,16 +96,34 @@ def engine_error(e: BaseException) -> APIError:
         return APIError(503, "Not enough memory to serve this request.", type="server_error")
     if isinstance(e, ValueError):  # request-shaped problems: template, schema, context, params
         return APIError(400, str(e), param=getattr(e, "param", None), code=getattr(e, "code", None))
+    if isinstance(e, RequestTimeout):
+        return APIError(504, str(e), type="server_error", code="timeout")
+    if isinstance(e, SchedulerStopped):
+        return APIError(503, str(e), type="server_error", code="server_shutting_down")
     if isinstance(e, Cancelled):  # the client went away; nobody reads this
         return APIError(499, "Request cancelled: the client closed the connection.")
     # Unexpected: the scheduler has logged the traceback already.
     return APIError(500, f"Inference failed: {type(e).__name__}: {e}", type="server_error")
 
 
-async def start_job(request: Request, model: str, job) -> tuple[JobStream, PromptStarted | None]:
+def keep_alive_of(req) -> object:
+    value = getattr(req, "keep_alive", None)
+    return DEFAULT if value is None else parse_keep_alive(value)
+
+
+async def start_job(request: Request, model: str, job, keep_alive=DEFAULT) -> tuple[JobStream, PromptStarted | None]:
     """Submit the job and wait for its first event, so errors become proper HTTP statuses."""
-    stream = request.app.state.scheduler.stream(model, job)
-    first = await stream.__anext__()
+    try:
+        stream = request.app.state.scheduler.stream(model, job, keep_alive)
+    except QueueFull as e:
+        raise APIError(429, str(e), type="requests", code="rate_limit_exceeded") from None
+    except SchedulerStopped as e:
+        raise APIError(503, str(e), type="server_error", code="server_shutting_down") from None
+    try:
+        first = await stream.__anext__()
+    except BaseException:
+        stream.cancel()  # the client went away while the request waited
+        raise
     if isinstance(first, Failed):
         raise engine_error(first.error)
     return stream, first
@@ -149,9 +171,10 @@ def sampling_fields(req, logprobs: bool, top_logprobs: int) -> dict:
     return fields
 
 
-def usage_body(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+def usage_body(usage: dict) -> dict:
+    prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": usage.get("cached_tokens", 0)}}
 
 
 def _bytes(text: str) -> list[int]:
@@ -169,8 +192,20 @@ def chat_logprob(event: TokenEvent) -> dict:
 
 @router.get("/health")
 async def health(request: Request):
+    import mlx.core as mx  # reading a counter; no arrays are touched
+
     pool = request.app.state.pool
-    return {"status": "ok", "loaded": sorted(pool.resident())}
+    scheduler = request.app.state.scheduler
+    return {"status": "ok", "loaded": sorted(pool.resident()), "loading": pool.loading(),
+            "queue_depth": scheduler.queue_depth, "running_sequences": scheduler.running_sequences,
+            "active_memory_bytes": mx.get_active_memory(),
+            "prompt_cache_bytes": scheduler.prompt_cache.nbytes}
+
+
+def _expiry(resident) -> str | None:
+    if resident.expires_at is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(resident.expires_at))
 
 
 def model_card(ref: ModelRef, resident) -> dict:
@@ -182,6 +217,9 @@ def model_card(ref: ModelRef, resident) -> dict:
             "kind": ref.kind, "loaded": resident is not None}
     if resident is not None:
         card["memory_bytes"] = resident.nbytes
+        card["expires_at"] = _expiry(resident)  # None: stays loaded
+        card["keep_alive"] = resident.keep_alive
+        card["active_requests"] = resident.active
         if resident.context_length:
             card["context_length"] = resident.context_length
     return card
@@ -198,14 +236,68 @@ async def list_models(request: Request):
     return {"object": "list", "data": cards}
 
 
-@router.get("/v1/models/{model_id:path}", dependencies=auth)
-async def get_model(model_id: str, request: Request):
+@router.get("/v1/ps", dependencies=auth)
+async def running_models(request: Request):
+    """What is loaded now (like `ollama ps`), with the memory budget it lives in."""
     pool = request.app.state.pool
+    resident = pool.resident()
+    return {"object": "list", "data": [model_card(r.ref, r) for r in resident.values()],
+            "loading": pool.loading(), "memory_budget_bytes": pool.memory_budget,
+            "resident_bytes": sum(r.nbytes for r in resident.values())}
+
+
+async def _resolve_any(request: Request, model_id: str) -> ModelRef:
     try:
-        ref = await run_in_threadpool(pool.resolve, model_id)
+        return await run_in_threadpool(request.app.state.pool.resolve, model_id)
     except ModelNotFoundError as e:
         raise APIError(404, str(e), param="model", code="model_not_found") from None
-    return model_card(ref, pool.resident().get(ref.id))
+
+
+@router.post("/v1/models/{model_id:path}/load", dependencies=auth)
+async def load_model(model_id: str, request: Request):
+    """Load a model now (optionally with {"keep_alive": ...}); returns its card once resident."""
+    body = {}
+    if int(request.headers.get("content-length") or 0):
+        body = (await read_request(request, LoadRequest)).model_dump()
+    ref = await _resolve_any(request, model_id)
+    keep_alive = DEFAULT if body.get("keep_alive") is None else parse_keep_alive(body["keep_alive"])
+    scheduler = request.app.state.scheduler
+    pool = request.app.state.pool
+    try:
+        # Room is made on the inference thread; the weights load on the loader thread.
+        future = await asyncio.to_thread(scheduler.call, lambda: pool.start_load(ref, keep_alive))
+        resident = await asyncio.wrap_future(future)
+    except ModelLoadError as e:
+        raise APIError(503, str(e), type="server_error", code="model_unavailable") from None
+    if keep_alive != DEFAULT:
+        resident.keep_alive = keep_alive
+        resident.expires_at = None if keep_alive is None else time.time() + keep_alive
+    return model_card(ref, resident)
+
+
+@router.post("/v1/models/{model_id:path}/unload", dependencies=auth)
+async def unload_model(model_id: str, request: Request):
+    """Unload a model now, or as soon as its running requests finish."""
+    ref = await _resolve_any(request, model_id)
+    pool = request.app.state.pool
+
+    def unload():
+        resident = pool.lookup(ref.id)
+        if resident is None:
+            return "not_loaded"
+        if resident.active:
+            resident.keep_alive, resident.expires_at = 0.0, time.time()  # as soon as it is idle
+            return "pending"
+        return "unloaded" if pool.unload(ref.id) else "not_loaded"
+
+    status = await asyncio.to_thread(request.app.state.scheduler.call, unload)
+    return {"id": ref.id, "object": "model", "status": status}
+
+
+@router.get("/v1/models/{model_id:path}", dependencies=auth)
+async def get_model(model_id: str, request: Request):
+    ref = await _resolve_any(request, model_id)
+    return model_card(ref, request.app.state.pool.resident().get(ref.id))
 
 
 # ---- chat completions -----------------------------------------------------------------------
@@ -244,7 +336,7 @@ async def chat_completions(request: Request):
         n=req.n,
         response_format=response_format,
     )
-    stream, started = await start_job(request, ref.id, job)
+    stream, started = await start_job(request, ref.id, job, keep_alive_of(req))
     meta = {
         "id": "chatcmpl-" + uuid.uuid4().hex[:24],
         "created": int(time.time()),
@@ -304,7 +396,7 @@ async def chat_response(request, stream, started, meta, req, parse_tools, in_rea
             "finish_reason": finish[i],
         })
     return {**meta, "object": "chat.completion", "choices": choices,
-            "usage": usage_body(usage["prompt_tokens"], usage["completion_tokens"])}
+            "usage": usage_body(usage)}
 
 
 def _chunk_delta(d: Delta, tool_index: int) -> dict:
@@ -368,7 +460,7 @@ async def chat_stream(request, stream, started, meta, req, parse_tools, in_reaso
                 if include_usage:
                     u = event.result
                     yield sse({**base, "choices": [],
-                               "usage": usage_body(u["prompt_tokens"], u["completion_tokens"])})
+                               "usage": usage_body(u)})
         yield "data: [DONE]\n\n"
     finally:
         stream.cancel()
@@ -396,7 +488,7 @@ async def completions(request: Request):
         n=req.n,
         echo_logprobs=req.echo and want_logprobs,
     )
-    stream, started = await start_job(request, ref.id, job)
+    stream, started = await start_job(request, ref.id, job, keep_alive_of(req))
     meta = {"id": "cmpl-" + uuid.uuid4().hex[:24], "created": int(time.time()), "model": req.model,
             "system_fingerprint": FINGERPRINT}
     if req.stream:
@@ -466,7 +558,7 @@ async def completion_response(request, stream, started, meta, req):
     choices = [{"index": i, "text": "".join(texts[i]), "logprobs": logprobs[i].body() if want else None,
                 "finish_reason": finish[i]} for i in sorted(finish)]
     return {**meta, "object": "text_completion", "choices": choices,
-            "usage": usage_body(usage["prompt_tokens"], usage["completion_tokens"])}
+            "usage": usage_body(usage)}
 
 
 async def completion_stream(request, stream, started, meta, req, include_usage):
@@ -509,7 +601,7 @@ async def completion_stream(request, stream, started, meta, req, include_usage):
                 return
             elif isinstance(event, Done) and include_usage:
                 u = event.result
-                yield sse({**base, "choices": [], "usage": usage_body(u["prompt_tokens"], u["completion_tokens"])})
+                yield sse({**base, "choices": [], "usage": usage_body(u)})
         yield "data: [DONE]\n\n"
     finally:
         stream.cancel()
@@ -524,7 +616,7 @@ async def embeddings(request: Request):
 
     req: EmbeddingRequest = await read_request(request, EmbeddingRequest)
     ref = await resolve(request, req.model, "embedding")
-    stream, first = await start_job(request, ref.id, EmbedJob(req.inputs(), req.dimensions))
+    stream, first = await start_job(request, ref.id, EmbedJob(req.inputs(), req.dimensions), keep_alive_of(req))
     result = first
     if not isinstance(first, Done):  # EmbedJob emits nothing before its result
         async for event in events_until_done(request, stream):

@@ -13,6 +13,24 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 MAX_N = 8  # completions per request; each runs its own decode
 
 
+def _check_keep_alive(v):
+    if v is not None:
+        from ominix.engine.pool import parse_keep_alive
+
+        parse_keep_alive(v)  # raises ValueError with a readable message
+    return v
+
+
+class LoadRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    keep_alive: Union[str, float, None] = None
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _keep_alive(cls, v):
+        return _check_keep_alive(v)
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -109,6 +127,12 @@ class _Sampling(_Body):
     stream_options: Optional[StreamOptions] = None
     stop: Stop = None
     user: Optional[str] = None
+    keep_alive: Union[str, float, None] = None  # extension (Ollama): "5m", seconds, 0, -1
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _keep_alive(cls, v):
+        return _check_keep_alive(v)
 
     @field_validator("stop")
     @classmethod
@@ -194,6 +218,12 @@ class EmbeddingRequest(_Body):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Optional[int] = Field(default=None, ge=1)
     user: Optional[str] = None
+    keep_alive: Union[str, float, None] = None  # extension (Ollama): "5m", seconds, 0, -1
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _keep_alive(cls, v):
+        return _check_keep_alive(v)
 
     @field_validator("input")
     @classmethod

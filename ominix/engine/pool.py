@@ -6,20 +6,31 @@ Two sides with two rules:
 - `get()` loads (builds MLX arrays) and must only run on the inference thread (engine/scheduler.py).
 
 Names resolve in this order: models registered at start (`--model`), catalog ids and aliases that are
-installed (registry + hub/store), then a local checkpoint directory. This simple version keeps every
-loaded model; `max_resident` bounds the count with least-recently-used eviction. A memory budget and
-per-model keep_alive slot into `_make_room()` later.
+installed (registry + hub/store), then a local checkpoint directory. With an allow-list (`--models`)
+only the registered names resolve, so no client can make the server read other weights.
+
+Residency: several models stay loaded under a memory budget (bytes; estimated from the weight files
+before loading, measured after). A model that needs room unloads the least recently used idle ones.
+Each model has a keep_alive (Ollama's semantics: seconds, 0 = unload when idle, None = forever);
+`expire()` unloads idle models whose time is up. `start_load()` loads on a separate loader thread
+(its own MLX stream) so that requests to resident models keep decoding meanwhile.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import logging
+import os
+import re
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger("ominix.pool")
 
 
 class ModelNotFoundError(LookupError):
@@ -56,6 +67,10 @@ class Resident:
     nbytes: int
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
+    keep_alive: float | None = None  # seconds after the last request; None = forever
+    expires_at: float | None = None  # when it unloads if still idle; None = never
+    active: int = 0  # requests using it now (never unloaded while > 0)
+    load_seconds: float = 0.0
 
     @property
     def id(self) -> str:
@@ -94,13 +109,25 @@ def model_kind(path: Path, entry=None) -> str:
     return "chat"
 
 
+
 class ModelPool:
-    def __init__(self, max_resident: int | None = None, use_catalog: bool = True):
+    def __init__(self, max_resident: int | None = None, use_catalog: bool = True, *,
+                 memory_budget: int | None = None, keep_alive: float | None = 300.0,
+                 allow_only: list[str] | None = None):
         self.max_resident = max_resident
         self.use_catalog = use_catalog
+        self.memory_budget = memory_budget if memory_budget is not None else default_memory_budget()
+        self.keep_alive = keep_alive  # default for models loaded on demand
+        self.on_unload = None  # callback(model_id), e.g. the prompt cache forgetting the model
         self._registered: dict[str, ModelRef] = {}
-        self._resident: OrderedDict[str, Resident] = OrderedDict()
-        self._lock = threading.Lock()  # guards the two dicts; loading itself is single-threaded
+        self._resident: OrderedDict[str, Resident] = OrderedDict()  # least recently used first
+        self._loading: dict[str, Future] = {}
+        self._lock = threading.Lock()  # guards the dicts; loads run one at a time on the loader
+        self._loader: ThreadPoolExecutor | None = None
+        self.allow_only = False
+        for name in allow_only or ():
+            self.register(name)
+        self.allow_only = bool(allow_only)
 
     # ---- naming (any thread, no MLX) -------------------------------------------------------
 
@@ -117,6 +144,15 @@ class ModelPool:
         with self._lock:
             if name in self._registered:
                 return self._registered[name]
+            if self.allow_only:
+                for ref in self._registered.values():  # aliases and paths given to --models
+                    if name in (str(ref.path), getattr(ref.entry, "id", None)):
+                        return ref
+        if self.allow_only:
+            ids = [r.id for r in self.available()]
+            raise ModelNotFoundError(
+                f"The model '{name}' does not exist or is not served here. Available models: {', '.join(ids)}", ids
+            )
         if self.use_catalog:
             ref = self._resolve_catalog(name)
             if ref is not None:
@@ -155,7 +191,7 @@ class ModelPool:
         """Registered models, then installed catalog models (no duplicates)."""
         with self._lock:
             refs = dict(self._registered)
-        if self.use_catalog:
+        if self.use_catalog and not self.allow_only:
             try:
                 from ominix.hub import store
 
@@ -169,50 +205,162 @@ class ModelPool:
         with self._lock:
             return dict(self._resident)
 
-    # ---- loading (inference thread only) ---------------------------------------------------
+    def loading(self) -> list[str]:
+        with self._lock:
+            return list(self._loading)
+
+    def resident_bytes(self) -> int:
+        with self._lock:
+            return sum(r.nbytes for r in self._resident.values())
+
+    # ---- residency (inference thread, except the loading itself) -------------------------
+
+    def lookup(self, model_id: str) -> Resident | None:
+        """The resident model (marked as just used), or None."""
+        with self._lock:
+            resident = self._resident.get(model_id)
+            if resident is not None:
+                self._resident.move_to_end(model_id)
+                resident.last_used = time.time()
+            return resident
 
     def get(self, name: str) -> Resident:
+        """The resident model for `name`, loading it here and now if needed (blocking)."""
         ref = self.resolve(name)
+        resident = self.lookup(ref.id)
+        if resident is not None:
+            return resident
+        return self.start_load(ref).result()
+
+    def start_load(self, ref: ModelRef, keep_alive: float | None | str = "default") -> Future:
+        """Load `ref` on the loader thread (or join the load under way); the future gives the
+        Resident. Makes room under the budget first; raises ModelLoadError if it cannot fit."""
         with self._lock:
-            resident = self._resident.get(ref.id)
-            if resident is not None:
-                self._resident.move_to_end(ref.id)
-                resident.last_used = time.time()
-                return resident
-        self._make_room()
-        resident = self._load(ref)
+            if ref.id in self._resident:
+                done: Future = Future()
+                done.set_result(self._resident[ref.id])
+                return done
+            if ref.id in self._loading:
+                return self._loading[ref.id]
+        self._make_room(estimate_bytes(ref.path), ref.id)
+        if self._loader is None:
+            self._loader = ThreadPoolExecutor(1, thread_name_prefix="ominix-loader")
+        ka = self.keep_alive if keep_alive == "default" else keep_alive
+        future = self._loader.submit(self._load_and_keep, ref, ka)
+        with self._lock:
+            self._loading[ref.id] = future
+        return future
+
+    def _load_and_keep(self, ref: ModelRef, keep_alive: float | None) -> Resident:
+        try:
+            resident = self._load(ref)
+        finally:
+            with self._lock:
+                self._loading.pop(ref.id, None)
+        resident.keep_alive = keep_alive
+        resident.expires_at = None if keep_alive is None else time.time() + keep_alive
         with self._lock:
             self._resident[ref.id] = resident
         return resident
 
     def _load(self, ref: ModelRef) -> Resident:
+        import mlx.core as mx
+
         kind = ref.kind
+        start = time.perf_counter()
         try:
-            if kind == "embedding":
-                from ominix.engine.embed import load_embedder
+            # A stream of its own: evaluating the weights here does not queue behind (or hold up)
+            # the decode steps of the inference thread.
+            with mx.stream(_loader_stream()):
+                if kind == "embedding":
+                    from ominix.engine.embed import load_embedder
 
-                embedder = load_embedder(ref.path)
-                model, tokenizer = embedder, embedder.tokenizer
-            else:
-                from ominix.engine.load import load
+                    embedder = load_embedder(ref.path)
+                    model, tokenizer = embedder, embedder.tokenizer
+                else:
+                    from ominix.engine.load import load
 
-                model, tokenizer = load(ref.path)
+                    model, tokenizer = load(ref.path)
+                mx.synchronize()
         except Exception as e:  # LoadError, TokenizerError, bad config, missing shards, ...
             raise ModelLoadError(f"model '{ref.id}' could not be loaded from {ref.path}: {e}") from e
-        return Resident(ref, kind, model, tokenizer, _nbytes(model))
+        resident = Resident(ref, kind, model, tokenizer, _nbytes(model))
+        resident.load_seconds = time.perf_counter() - start
+        return resident
 
-    def _make_room(self) -> None:
-        while self.max_resident and len(self._resident) >= self.max_resident:
+    def _make_room(self, needed: int, model_id: str) -> None:
+        """Unload idle models, least recently used first, until `needed` more bytes fit."""
+        if needed > self.memory_budget:
+            raise ModelLoadError(
+                f"model '{model_id}' needs about {_gb(needed)} but the memory budget is "
+                f"{_gb(self.memory_budget)} (set --memory-budget)"
+            )
+        while True:
             with self._lock:
-                _, victim = self._resident.popitem(last=False)
-            del victim
-            gc.collect()
+                used = sum(r.nbytes for r in self._resident.values())
+                count = len(self._resident) + len(self._loading)
+                over = used + needed > self.memory_budget or (self.max_resident and count >= self.max_resident)
+                idle = [r for r in self._resident.values() if r.active == 0]
+            if not over:
+                return
+            if not idle:
+                raise ModelLoadError(
+                    f"model '{model_id}' needs about {_gb(needed)}, but {_gb(used)} of the "
+                    f"{_gb(self.memory_budget)} memory budget is held by models serving requests; try again later"
+                )
+            log.info("unloading %s to make room for %s", idle[0].id, model_id)
+            self.unload(idle[0].id)
+
+    def release(self, resident: Resident, keep_alive: float | None | str = "default") -> None:
+        """A request is done with `resident`; restart its keep_alive timer."""
+        resident.active = max(0, resident.active - 1)
+        resident.last_used = time.time()
+        if keep_alive != "default":
+            resident.keep_alive = keep_alive
+        ka = resident.keep_alive
+        resident.expires_at = None if ka is None else time.time() + ka
+
+    def expire(self, now: float | None = None) -> list[str]:
+        """Unload idle models whose keep_alive ran out; returns their ids."""
+        now = time.time() if now is None else now
+        with self._lock:
+            due = [r.id for r in self._resident.values()
+                   if r.active == 0 and r.expires_at is not None and r.expires_at <= now]
+        for model_id in due:
+            self.unload(model_id)
+        return due
 
     def unload(self, model_id: str) -> bool:
         with self._lock:
             found = self._resident.pop(model_id, None) is not None
-        gc.collect()
+        if found:
+            if self.on_unload is not None:
+                self.on_unload(model_id)
+            gc.collect()
+            try:
+                import mlx.core as mx
+
+                mx.clear_cache()
+            except Exception:
+                pass
         return found
+
+    def shutdown(self) -> None:
+        if self._loader is not None:
+            self._loader.shutdown(wait=False, cancel_futures=True)
+
+
+_LOADER_STREAM = None
+
+
+def _loader_stream():
+    """A stream of the loader thread's own (MLX thread-local streams are meant for this)."""
+    global _LOADER_STREAM
+    import mlx.core as mx
+
+    if _LOADER_STREAM is None:
+        _LOADER_STREAM = mx.new_thread_local_stream(mx.default_device())
+    return _LOADER_STREAM
 
 
 def _nbytes(model) -> int:
@@ -220,3 +368,69 @@ def _nbytes(model) -> int:
 
     params = model.parameters() if hasattr(model, "parameters") else {}
     return sum(v.nbytes for _, v in tree_flatten(params))
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def estimate_bytes(path: Path) -> int:
+    """Memory a model will take, from its weight files (read before loading)."""
+    files = list(Path(path).glob("*.safetensors")) or list(Path(path).glob("*.bin"))
+    return sum(f.stat().st_size for f in files)
+
+
+def total_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 16 * 1024**3
+
+
+def default_memory_budget() -> int:
+    return int(total_memory() * 0.7)
+
+
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+          "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_memory(value: str | int) -> int:
+    """'8GB', '512MiB', '50%' (of RAM) or a byte count -> bytes."""
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower().replace(" ", "")
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(%|[kmgt]?i?b?)", text)
+    if not m or (m.group(2) not in _UNITS and m.group(2) != "%"):
+        raise ValueError(f"memory size must look like '8GB', '512MB', '50%' or a byte count, got {value!r}")
+    number, unit = float(m.group(1)), m.group(2)
+    if unit == "%":
+        if not 0 < number <= 100:
+            raise ValueError(f"memory percentage must be in (0, 100], got {value!r}")
+        return int(total_memory() * number / 100)
+    return int(number * _UNITS[unit])
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+
+def parse_keep_alive(value) -> float | None:
+    """Ollama's keep_alive: seconds (number) or a duration ('5m', '30s', '1h30m', '-1'); negative
+    keeps the model forever (None), 0 unloads it as soon as it is idle."""
+    if value is None:
+        raise ValueError("keep_alive must be a duration like '5m' or a number of seconds")
+    if isinstance(value, bool):
+        raise ValueError(f"keep_alive must be a duration like '5m' or a number of seconds, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        try:
+            seconds = float(text)
+        except ValueError:
+            sign = -1 if text.startswith("-") else 1
+            parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text.lstrip("-"))
+            if not parts or "".join(n + u for n, u in parts) != text.lstrip("-"):
+                raise ValueError(f"keep_alive must be a duration like '5m', '30s', '1h' or seconds, got {value!r}") from None
+            seconds = sign * sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    return None if seconds < 0 else seconds
