@@ -14,6 +14,16 @@ from types import ModuleType
 ARCHITECTURES: dict[str, str] = {
     "qwen3": "ominix.models.qwen3",
     "qwen2": "ominix.models.qwen2",
+    "bert": "ominix.models.bert",
+    "mistral": "ominix.models.mistral",
+    "glm4": "ominix.models.glm4",
+    "glm": "ominix.models.glm4",
+    "chatglm": "ominix.models.glm4",
+    "minicpm": "ominix.models.minicpm",
+    "minicpm_sala": "ominix.models.minicpm",
+    "qwen3_moe": "ominix.models.qwen3_moe",
+    "mixtral": "ominix.models.mixtral",
+    "glm4_moe": "ominix.models.glm4_moe",
 }
 
 
@@ -23,6 +33,12 @@ def _plugin_architectures() -> dict[str, str]:
 
 def supported_model_types() -> list[str]:
     return sorted({**ARCHITECTURES, **_plugin_architectures()})
+
+
+def can_run(entry) -> bool:
+    """Whether this build has the module for a catalog entry's `architecture` (imports no MLX)."""
+    architecture = getattr(entry, "architecture", None)
+    return bool(architecture) and architecture in {**ARCHITECTURES, **_plugin_architectures()}
 
 
 def get_architecture(model_type: str) -> ModuleType:

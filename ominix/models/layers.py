@@ -316,7 +316,7 @@ def stack_experts(weights: dict, prefix: str, num_experts: int, renames: dict[st
 
     Hugging Face checkpoints store one Linear per expert; quantized per-expert tensors (early
     mlx-community conversions) are stacked the same way. An incomplete set is left as it is, so
-    the loader reports the stacked tensor as missing and the per-expert ones as unused.
+    the loader's weight check names the stacked tensor as missing.
     """
     for src, dst in renames.items():
         for kind in ("weight", "scales", "biases"):
