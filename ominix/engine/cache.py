@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from ominix.models.layers import CacheSpec
+
 
 class KVCache:
     """Per-layer cache of keys and values shaped [batch, kv_heads, tokens, head_dim]."""
@@ -52,13 +54,6 @@ class KVCache:
     @property
     def nbytes(self) -> int:
         return 0 if self.keys is None else self.keys.nbytes + self.values.nbytes
-
-
-def make_cache(model) -> list:
-    """One cache per layer; a model may override with its own `make_cache()` (sliding windows)."""
-    if hasattr(model, "make_cache"):
-        return model.make_cache()
-    return [KVCache() for _ in model.layers]
 
 
 class RotatingKVCache:
@@ -131,3 +126,21 @@ class RecurrentStateCache:
     @property
     def nbytes(self) -> int:
         return 0 if self.matrix is None else self.matrix.nbytes
+
+
+def make_cache(model) -> list:
+    """One cache per layer, of the kind each layer asks for through `model.cache_specs()`
+    (models without it use a plain KVCache everywhere)."""
+    if hasattr(model, "cache_specs"):
+        specs = model.cache_specs()
+    else:
+        specs = [CacheSpec()] * len(model.layers)
+    return [_cache_for(spec) for spec in specs]
+
+
+def _cache_for(spec: CacheSpec):
+    if spec.recurrent:
+        return RecurrentStateCache()
+    if spec.window is not None:
+        return RotatingKVCache(spec.window)
+    return KVCache()

@@ -7,6 +7,7 @@ layers from these pieces and keep only what is particular to it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
@@ -116,6 +117,18 @@ def make_rope(
     if rope_type == "llama3":
         return _llama3(dims, base, scaling)
     raise ValueError(f"rope_type '{rope_type}' is not supported (default, linear, yarn, llama3)")
+
+
+# --- caches -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """What one layer keeps between decoding steps; the engine turns it into a cache object, so
+    models never import the engine."""
+
+    window: int | None = None  # keep only the last `window` positions (sliding-window attention)
+    recurrent: bool = False  # a fixed-size recurrent state instead of keys and values
 
 
 # --- masks ------------------------------------------------------------------------------------

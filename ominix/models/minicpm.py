@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import mlx.nn as nn
 
-from ominix.models.layers import MLP, FrequencyRoPE, attention_mask, make_rope, read_rope_config
+from ominix.models.layers import MLP, CacheSpec, FrequencyRoPE, attention_mask, make_rope, read_rope_config
 
 DENSE, LIGHTNING = "minicpm4", "lightning-attn"
 LIGHTNING_CHUNK = 64
@@ -315,12 +315,8 @@ class Model(nn.Module):
     def layers(self) -> list:
         return self.model.layers
 
-    def make_cache(self) -> list:
-        # The engine owns the cache classes; imported here so models/ stays importable alone.
-        from ominix.engine.cache import KVCache, RecurrentStateCache
-
-        return [RecurrentStateCache() if layer.mixer == LIGHTNING else KVCache()
-                for layer in self.layers]  # fmt: skip
+    def cache_specs(self) -> list[CacheSpec]:
+        return [CacheSpec(recurrent=layer.mixer == LIGHTNING) for layer in self.layers]
 
     def sanitize(self, weights: dict) -> dict:
         """Drop tensors the module tree has no place for: the tied head and rope buffers."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
-from ominix.models.layers import MLP, Attention, attention_mask, make_rope, read_rope_config
+from ominix.models.layers import MLP, Attention, CacheSpec, attention_mask, make_rope, read_rope_config
 
 
 @dataclass
@@ -115,13 +115,8 @@ class Model(nn.Module):
     def layers(self) -> list:
         return self.model.layers
 
-    def make_cache(self) -> list:
-        # The engine owns the cache classes; imported here so models/ stays importable alone.
-        from ominix.engine.cache import KVCache, RotatingKVCache
-
-        if self.args.sliding_window is None:
-            return [KVCache() for _ in self.layers]
-        return [RotatingKVCache(self.args.sliding_window) for _ in self.layers]
+    def cache_specs(self) -> list[CacheSpec]:
+        return [CacheSpec(window=self.args.sliding_window) for _ in self.layers]
 
     def sanitize(self, weights: dict) -> dict:
         """Drop tensors the module tree has no place for: the tied head and rope buffers."""
