@@ -77,8 +77,8 @@ def mlx_lm_model(path, dtype=None):
 
 
 def router_at_8_bits(path) -> dict:
-    """Per-layer overrides quantizing the router Linear at 8 bits (as mlx-lm's converter does
-    for qwen3_moe): a 4-bit router flips expert choices. GLM's router is never quantized."""
+    """The router layers that convert keeps at 8 bits (as mlx-lm's converter does for qwen3_moe):
+    a 4-bit router flips expert choices. GLM's router is never quantized."""
     config = json.loads((Path(path) / "config.json").read_text())
     block = {"qwen3_moe": "mlp", "mixtral": "block_sparse_moe"}.get(config["model_type"])
     if block is None:
@@ -216,8 +216,11 @@ def test_quantized_matches_mlx_lm(checkpoint, tmp_path, arch):
     # router bias keeps both references in agreement.
     shift = 1.0 if arch == "glm4_moe" else 0.0
     src = checkpoint(arch, config_style="v4", router_bias_shift=shift)  # mlx-lm reads 4.x keys
-    path = convert(src, tmp_path / "q", quantize=True, bits=4, group_size=64,
-                   overrides=router_at_8_bits(src))  # fmt: skip
+    # No overrides passed: the architecture itself keeps its Linear routers at 8 bits.
+    path = convert(src, tmp_path / "q", quantize=True, bits=4, group_size=64)
+    written = json.loads((path / "config.json").read_text())["quantization"]
+    for layer, spec in router_at_8_bits(src).items():
+        assert written[layer] == {**spec, "mode": "affine"} or written[layer] == spec
     ids = prompt_ids(path)
     model, config = load_model(path)
     assert config["_ominix"]["quantization"] == {"bits": 4, "group_size": 64}

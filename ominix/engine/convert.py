@@ -124,10 +124,13 @@ def with_both_rope_spellings(config: dict) -> dict:
 def quantize_model(model: nn.Module, default: dict, overrides: dict) -> dict:
     """Quantize in place; returns the config.json `quantization` block describing it."""
     block = {"group_size": default["group_size"], "bits": default["bits"], "mode": "affine"}
+    # An architecture may ask for more precision on some layers (e.g. MoE routers at 8 bits:
+    # at 4 bits a router picks different experts). The user's overrides still win.
+    model_override = getattr(model, "quantization_override", lambda path: None)
 
     def predicate(path: str, module: nn.Module):
-        if path in overrides:
-            spec = overrides[path]
+        spec = overrides[path] if path in overrides else model_override(path)
+        if spec is not None:
             block[path] = dict(spec) if spec else False
             return block[path]
         if not hasattr(module, "to_quantized"):

@@ -146,6 +146,10 @@ class Model(nn.Module):
     def layers(self) -> list:
         return self.model.layers
 
+    def quantization_override(self, path: str) -> dict | None:
+        """Routers stay at 8 bits when converting: at 4 bits they pick different experts."""
+        return {"group_size": 64, "bits": 8} if path.endswith("block_sparse_moe.gate") else None
+
     def sanitize(self, weights: dict) -> dict:
         """Stack per-expert w1/w2/w3 (Hugging Face, or quantized per expert as early
         mlx-community conversions are) into switch_mlp; drop the tied head and rope buffers."""

@@ -155,6 +155,10 @@ class Model(nn.Module):
     def layers(self) -> list:
         return self.model.layers
 
+    def quantization_override(self, path: str) -> dict | None:
+        """Routers stay at 8 bits when converting: at 4 bits they pick different experts."""
+        return {"group_size": 64, "bits": 8} if path.endswith("mlp.gate") else None
+
     def sanitize(self, weights: dict) -> dict:
         """Stack per-expert (Hugging Face) or fused (transformers 5) experts into switch_mlp;
         drop the tied head and rope buffers. Already-stacked (mlx-community) tensors pass."""
