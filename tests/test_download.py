@@ -366,3 +366,19 @@ def test_catalog_entry_shares_blobs_with_huggingface_hub(hub):
     assert sorted(p.name for p in snapshot.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
     assert hub.sent_requests("model.safetensors") == []  # the blob huggingface_hub wrote is reused
     assert download.ensure_local("shared-tiny") == snapshot
+
+
+def test_pull_fetches_the_entries_a_model_requires(hub):
+    hub.add_hf_repo("acme/adaptor", {"config.json": b'{"a": 1}', "adaptor.safetensors": blob(5000, 71)})
+    llm = hub.add_hf_repo("acme/llm", {"config.json": b'{"b": 2}', "model.safetensors": blob(7000, 72)})
+    add_entry("llm-tiny", {"kind": "hugging_face", "repo_id": "acme/llm", "revision": "main"})
+    entry = registry.make_custom_entry("adaptor-tiny", repo_id="acme/adaptor")
+    entry["requires"] = ["llm-tiny"]
+    registry.add_user_entry(entry)
+
+    download.pull("adaptor-tiny")
+    llm_snapshot = config.hf_hub_cache() / "models--acme--llm" / "snapshots" / llm.commit
+    assert (llm_snapshot / "model.safetensors").read_bytes() == blob(7000, 72)
+    hub.requests.clear()
+    download.pull("adaptor-tiny")  # both already installed: the requirement is not fetched again
+    assert hub.sent_requests("model.safetensors") == []

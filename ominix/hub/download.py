@@ -128,6 +128,8 @@ def pull(name: str, *, revision: str | None = None, include: list[str] | None = 
     emit({"event": "done", "id": source.model_id, "path": str(the_plan.target),
           "bytes_downloaded": fetched, "total_bytes": the_plan.total_bytes,
           "seconds": round(time.monotonic() - started, 3)})
+    for needed in source.requires:  # e.g. an ASR adaptor that runs on a separate LLM entry
+        ensure_local(needed, on_event=on_event)
     return the_plan.target
 
 

@@ -105,6 +105,7 @@ class Source:
     local_path: str | None = None
     allow_patterns: list[str] = field(default_factory=list)  # catalog: limit a repo to these globs
     from_catalog: bool = False
+    requires: list[str] = field(default_factory=list)  # catalog ids this model needs at run time
 
     def as_dict(self) -> dict:
         """The catalog-shaped source dict recorded in manifests and events."""
@@ -159,6 +160,12 @@ def _split_revision(text: str) -> tuple[str, str | None]:
 
 
 def _from_entry(entry, revision: str | None) -> Source:
+    source = _source_of_entry(entry, revision)
+    source.requires = list(entry.requires)
+    return source
+
+
+def _source_of_entry(entry, revision: str | None) -> Source:
     src = dict(entry.source)
     kind = src.get("kind")
     if kind in ("hugging_face", "model_scope"):
