@@ -1,0 +1,159 @@
+"""The tokens/sec harness behind `ominix bench` and benchmarks/.
+
+Like mlx-lm's benchmark: random prompt ids (no tokenizer needed), greedy decoding with no EOS stop,
+one short warm-up run, then `trials` timed runs reported as medians.
+
+    TTFT            seconds from the call to the first generated token (prefill + one step)
+    prompt tok/s    prompt tokens / TTFT
+    decode tok/s    tokens after the first / time between the first and the last token
+    peak memory     mx.get_peak_memory() during a trial, weights included (GB, 1e9 bytes)
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+METRICS = ("prompt_tps", "generation_tps", "ttft_s", "peak_memory_gb")
+
+
+class BenchError(Exception):
+    """A benchmark that cannot run; the message says why."""
+
+
+def resolve_model(ref: str) -> Path:
+    """A checkpoint directory, or the installed directory of a catalog id / owner/repo."""
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return path
+    from ominix.hub.store import StoreError, model_dir
+    from ominix.registry import RegistryError
+
+    try:
+        found = model_dir(ref)
+    except (RegistryError, StoreError) as e:
+        raise BenchError(str(e)) from None
+    if found is None and ref.startswith(("/", "~", ".")):
+        raise BenchError(f"{ref}: no such directory")
+    if found is None:
+        raise BenchError(f"'{ref}' is not installed; run `ominix pull {ref}` first")
+    return found
+
+
+def random_prompt(vocab_size: int, n: int, seed: int) -> list[int]:
+    """The prompt ids for trial `seed` (benchmarks/bench_llm.py draws the same ones for mlx-lm)."""
+    return np.random.default_rng(seed).integers(0, vocab_size, n).tolist()
+
+
+def _vocab_size(config: dict) -> int:
+    vocab = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
+    if not vocab:
+        raise BenchError("config.json has no vocab_size; `ominix bench` needs a language model")
+    return int(vocab)
+
+
+def time_generation(model, prompt: list[int], generation_tokens: int, prefill_step_size: int) -> dict:
+    """One timed greedy generation of exactly `generation_tokens` tokens."""
+    import mlx.core as mx
+
+    from ominix.engine.generate import generate_step
+    from ominix.engine.sample import Sampler, SamplingParams
+
+    sampler = Sampler(SamplingParams(temperature=0.0, seed=0))
+    mx.reset_peak_memory()
+    start = time.perf_counter()
+    first = last = start
+    count = 0
+    steps = generate_step(model, prompt, sampler, prefill_step_size=prefill_step_size,
+                          max_tokens=generation_tokens)  # fmt: skip
+    for count, _ in enumerate(steps, start=1):  # generate_step hands out host ints: tokens are ready
+        last = time.perf_counter()
+        if count == 1:
+            first = last
+    if count != generation_tokens:
+        raise BenchError(f"the engine produced {count} tokens, expected {generation_tokens}")
+    ttft = first - start
+    return {
+        "ttft_s": ttft,
+        "prompt_tps": len(prompt) / ttft,
+        "generation_tps": (count - 1) / (last - first) if count > 1 else 0.0,
+        "peak_memory_gb": mx.get_peak_memory() / 1e9,
+    }
+
+
+def run_bench(
+    ref: str,
+    prompt_tokens: int = 512,
+    generation_tokens: int = 128,
+    trials: int = 3,
+    *,
+    prefill_step_size: int = 512,
+    dtype: str | None = None,
+    warmup: bool = True,
+) -> dict:
+    """Load `ref` once, warm up, time `trials` runs; medians plus every trial, as a JSON-ready dict."""
+    for name, value in (("prompt tokens", prompt_tokens), ("generation tokens", generation_tokens),
+                        ("trials", trials), ("prefill step size", prefill_step_size)):  # fmt: skip
+        if value < 1:
+            raise BenchError(f"{name} must be >= 1, got {value}")
+    path = resolve_model(ref)
+
+    import mlx.core as mx
+
+    from ominix import _blas
+    from ominix.engine.load import LoadError, load_model
+
+    start = time.perf_counter()
+    try:
+        model, config = load_model(path, dtype=dtype)
+    except (LoadError, OSError, ValueError) as e:
+        raise BenchError(f"cannot load {path}: {e}") from None
+    load_s = time.perf_counter() - start
+    vocab = _vocab_size(config)
+
+    if warmup:  # short: it only has to build the kernels and buffers once
+        time_generation(model, random_prompt(vocab, min(prompt_tokens, 64), 1000), min(generation_tokens, 8),
+                        prefill_step_size)  # fmt: skip
+    runs = [
+        time_generation(model, random_prompt(vocab, prompt_tokens, seed), generation_tokens, prefill_step_size)
+        for seed in range(trials)
+    ]
+    chosen = config.get("_ominix", {})
+    return {
+        "model": ref,
+        "path": str(path),
+        "model_type": config.get("model_type"),
+        "prompt_tokens": prompt_tokens,
+        "generation_tokens": generation_tokens,
+        "trials": trials,
+        "prefill_step_size": prefill_step_size,
+        **{k: statistics.median(r[k] for r in runs) for k in METRICS},
+        "load_s": load_s,
+        "device": str(mx.default_device()),
+        "compute_dtype": chosen.get("compute_dtype"),
+        "checkpoint_dtype": chosen.get("checkpoint_dtype"),
+        "quantization": chosen.get("quantization"),
+        "blas": _blas.blas_status()["path"],
+        "runs": runs,
+    }
+
+
+def format_result(r: dict) -> str:
+    quant = r["quantization"]
+    what = f"{quant['bits']}-bit (group {quant['group_size']})" if quant else r["checkpoint_dtype"]
+    blas = r["blas"] or "bundled"
+    return "\n".join(
+        [
+            f"{r['model']}  [{r['model_type']}, {what}, computing in {r['compute_dtype']} on "
+            f"{r['device']}, BLAS: {blas}]",
+            f"prompt {r['prompt_tokens']} tokens, generate {r['generation_tokens']}, "
+            f"median of {r['trials']} trial(s) (load {r['load_s']:.2f}s)",
+            f"  prompt      {r['prompt_tps']:10.1f} tok/s",
+            f"  generation  {r['generation_tps']:10.1f} tok/s",
+            f"  TTFT        {r['ttft_s'] * 1000:10.1f} ms",
+            f"  peak memory {r['peak_memory_gb']:10.3f} GB",
+        ]
+    )

@@ -1,0 +1,166 @@
+"""The BLAS preload (ominix/_blas.py): it really maps OpenBLAS into the process before MLX binds its
+symbols, matmuls stay correct with and without it, and every way it can fail is reported plainly.
+
+Each check runs in a fresh interpreter, because the preload only works before mlx.core is imported
+and the test process itself has imported it long ago.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ominix import _blas
+
+REPO = Path(__file__).resolve().parents[1]
+IS_LINUX = sys.platform.startswith("linux")
+
+# Imports ominix first (as every entry point does), then MLX; reports the preload status, whether a
+# libopenblas is mapped, and the error of a float32 matmul against a float64 numpy reference.
+PROBE = """
+import json, sys
+{prelude}
+import ominix
+import mlx.core as mx
+import numpy as np
+rng = np.random.default_rng(0)
+a = rng.standard_normal((67, 300)).astype(np.float32)
+b = rng.standard_normal((300, 129)).astype(np.float32)
+out = np.array(mx.array(a) @ mx.array(b))
+err = float(np.abs(out - a.astype(np.float64) @ b.astype(np.float64)).max())
+# numpy's own OpenBLAS (symbols renamed *64_, invisible to MLX) is not the one we look for
+mapped = [l.split()[-1] for l in open("/proc/self/maps") if "libopenblas" in l and "64_" not in l]
+print(json.dumps({{"status": ominix._blas.blas_status(), "mapped": mapped, "err": err}}))
+"""
+
+
+def run_probe(env_extra: dict | None = None, prelude: str = "") -> tuple[dict, str]:
+    env = dict(os.environ)
+    env.pop("OMINIX_BLAS", None)
+    env.pop("LD_PRELOAD", None)
+    env.update(env_extra or {})
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(prelude=prelude)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+@pytest.mark.skipif(not IS_LINUX, reason="the preload exists only for MLX's Linux CPU backend")
+def test_default_preload_maps_openblas_when_installed():
+    result, stderr = run_probe()
+    status = result["status"]
+    assert result["err"] < 1e-3
+    assert stderr == "", "importing ominix as a library must print nothing"
+    assert status["mlx_imported_before"] is False
+    if _blas.candidates():
+        assert status["loaded"] is True, status
+        assert result["mapped"], "libopenblas is not mapped into the process"
+        assert status["path"] and "openblas" in status["path"]
+        assert status["config"].startswith("OpenBLAS")
+        assert status["threads"] >= 1
+    else:  # a machine without OpenBLAS: still correct, and the status says how to get it
+        assert status["loaded"] is False and not result["mapped"]
+        assert status["install_hint"] == _blas.INSTALL_HINT
+
+
+@pytest.mark.skipif(not IS_LINUX, reason="the preload exists only for MLX's Linux CPU backend")
+def test_off_disables_the_preload_and_matmul_stays_correct():
+    result, stderr = run_probe({"OMINIX_BLAS": "off"})
+    assert result["mapped"] == []
+    assert result["status"]["loaded"] is False
+    assert result["status"]["reason"] == "disabled by OMINIX_BLAS=off"
+    assert result["err"] < 1e-3
+    assert stderr == ""
+
+
+@pytest.mark.skipif(not IS_LINUX, reason="the preload exists only for MLX's Linux CPU backend")
+def test_mlx_imported_first_is_reported_as_too_late():
+    result, _ = run_probe(prelude="import mlx.core")
+    status = result["status"]
+    assert status["mlx_imported_before"] is True
+    assert status["loaded"] is False
+    assert "too late" in status["reason"]
+    assert result["mapped"] == []  # nothing was loaded behind MLX's back
+    assert result["err"] < 1e-3
+
+
+@pytest.mark.skipif(not IS_LINUX, reason="the preload exists only for MLX's Linux CPU backend")
+def test_explicit_path_that_does_not_exist_is_reported():
+    result, _ = run_probe({"OMINIX_BLAS": "/nonexistent/libopenblas.so.0"})
+    status = result["status"]
+    assert status["loaded"] is False and result["mapped"] == []
+    assert status["reason"].startswith("OMINIX_BLAS=/nonexistent/libopenblas.so.0 could not be loaded")
+    assert result["err"] < 1e-3
+
+
+@pytest.mark.skipif(not IS_LINUX, reason="the preload exists only for MLX's Linux CPU backend")
+def test_explicit_library_without_cblas_is_refused():
+    result, _ = run_probe({"OMINIX_BLAS": "libm.so.6"})
+    assert result["status"]["loaded"] is False
+    assert "does not export cblas_sgemm" in result["status"]["reason"]
+
+
+@pytest.mark.skipif(not IS_LINUX, reason="the preload exists only for MLX's Linux CPU backend")
+def test_explicit_path_is_used():
+    found = _blas.candidates()
+    if not found:
+        pytest.fail("no OpenBLAS on this machine: run `apt-get install libopenblas0-pthread`")
+    result, _ = run_probe({"OMINIX_BLAS": found[-1]})
+    assert result["status"]["loaded"] is True
+    assert result["status"]["path"] == found[-1]
+    assert result["mapped"]
+
+
+@pytest.mark.skipif(not IS_LINUX, reason="the preload exists only for MLX's Linux CPU backend")
+def test_hint_is_printed_once_per_process():
+    code = (
+        "import ominix\n"
+        "from ominix import _blas\n"
+        "_blas.warn_once_if_slow(); _blas.warn_once_if_slow()\n"
+    )
+    env = dict(os.environ, OMINIX_BLAS="/nonexistent/libblas.so")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "slow reference BLAS" in lines[0]
+
+    env["OMINIX_BLAS"] = "off"  # the user's explicit choice: no nagging
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_candidates_prefers_the_soname_and_drops_symlink_duplicates(tmp_path, monkeypatch):
+    pthread = tmp_path / "x86_64-linux-gnu" / "openblas-pthread"
+    pthread.mkdir(parents=True)
+    real = pthread / "libopenblasp-r0.3.21.so"
+    real.write_bytes(b"")
+    (pthread / "libopenblas.so.0").symlink_to(real.name)
+    other = tmp_path / "local"
+    other.mkdir()
+    (other / "libopenblas.so").write_bytes(b"")
+    cache = tmp_path / "ld.so.cache"
+    cache.write_bytes(b"\x00junk\x00" + str(other / "libopenblas.so").encode() + b"\x00libc.so.6\x00")
+    monkeypatch.setattr(_blas, "_SEARCH_GLOBS", (str(tmp_path / "*" / "openblas-pthread" / "libopenblas*.so*"),))
+    monkeypatch.setattr(_blas, "_LD_SO_CACHE", str(cache))
+    assert _blas.candidates() == [str(pthread / "libopenblas.so.0"), str(other / "libopenblas.so")]
+
+
+def test_parity_suite_without_blas():
+    """The Qwen parity tests also pass on MLX's bundled BLAS, so both code paths stay correct."""
+    parity = REPO / "tests" / "test_qwen_parity.py"
+    assert parity.exists(), "tests/test_qwen_parity.py is missing"
+    env = dict(os.environ, OMINIX_BLAS="off")
+    env.pop("LD_PRELOAD", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(parity)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout
