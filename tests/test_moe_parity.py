@@ -272,16 +272,20 @@ def test_per_expert_quantized_mixtral_loads(checkpoint, tmp_path):
 
 
 def test_bf16_scaled_quantized_runs_float32_on_cpu(checkpoint, tmp_path):
-    """bf16 scales (what mlx-community publishes) are cast to float32 by the CPU policy."""
+    """bf16 scales (what mlx-community publishes) stay bf16 in memory and the CPU policy computes
+    with them cast to float32 at use."""
     src = checkpoint("qwen3_moe", config_style="v4", dtype="bfloat16")
     path = convert(src, tmp_path / "q", quantize=True, bits=4, group_size=64)
     model, config = load_model(path)
     assert config["_ominix"]["checkpoint_dtype"] == "bfloat16"
     assert config["_ominix"]["compute_dtype"] == "float32"
-    assert switch_layers(model)[0].gate_proj.scales.dtype == mx.float32
+    gate_proj = switch_layers(model)[0].gate_proj
+    assert gate_proj.scales.dtype == mx.bfloat16 and gate_proj.compute_dtype == mx.float32
     ids = prompt_ids(path)
+    logits = model(mx.array([ids]))
+    assert logits.dtype == mx.float32
     reference = mlx_lm_model(path, mx.float32)
-    assert relative_error(model(mx.array([ids])), np.array(reference(mx.array([ids])))) < 1e-3
+    assert relative_error(logits, np.array(reference(mx.array([ids])))) < 1e-3
 
 
 # --- catalog entries: the real config.json, shrunk ----------------------------------------------

@@ -11,7 +11,7 @@ import torch
 from tokenizers import Tokenizer
 
 from ominix.engine.cache import make_cache
-from ominix.engine.load import load_model
+from ominix.engine.load import DENSE_PREFILL_ROWS, load_model
 from tests.checkpoints import build_checkpoint, build_quantized, load_reference
 
 PROMPT = "The quick brown fox jumps over the lazy dog. 你好，世界！ def add(a, b): return a + b"
@@ -198,16 +198,23 @@ def test_quantized_matches_mlx_lm(checkpoint, tmp_path, arch, bits, group_size, 
     assert correlation > (0.95 if bits == 4 else 0.999), correlation
 
 
-def test_bf16_scaled_quantized_runs_float32_on_cpu(checkpoint, tmp_path):
-    """bf16 scales (what mlx-community publishes) are cast to float32 by the CPU policy; the
-    result equals mlx-lm's model on the same file cast to float32."""
+@pytest.mark.parametrize("prompt_length", [8, 40])
+def test_bf16_scaled_quantized_runs_float32_on_cpu(checkpoint, tmp_path, prompt_length):
+    """bf16 scales (what mlx-community publishes) stay bf16 in memory and are cast to float32 at
+    use by the CPU policy; the result equals mlx-lm's model on the same file cast to float32.
+    A 40-token prompt crosses DENSE_PREFILL_ROWS, so it runs the dequantize + dense matmul path."""
     src = checkpoint("qwen3-bf16", dtype="bfloat16")
     path = build_quantized(src, tmp_path / "q", bits=4, group_size=64)
-    ids = prompt_ids(path)
+    ids = (prompt_ids(path) * 8)[:prompt_length]
+    assert (prompt_length >= DENSE_PREFILL_ROWS) == (prompt_length == 40)
     model, config = load_model(path)
     assert config["_ominix"]["checkpoint_dtype"] == "bfloat16"
     assert config["_ominix"]["compute_dtype"] == "float32"
-    assert model.layers[0].self_attn.q_proj.scales.dtype == mx.float32
+    q_proj = model.layers[0].self_attn.q_proj
+    assert q_proj.scales.dtype == mx.bfloat16  # no extra memory for float32 copies
+    assert q_proj.compute_dtype == mx.float32 and q_proj.dense_min_rows == DENSE_PREFILL_ROWS
     assert model.model.norm.weight.dtype == mx.float32
+    logits = model(mx.array([ids]))
+    assert logits.dtype == mx.float32
     reference = mlx_lm_model(path, mx.float32)
-    assert relative_error(model(mx.array([ids])), np.array(reference(mx.array([ids])))) < 1e-3
+    assert relative_error(logits, np.array(reference(mx.array([ids])))) < 1e-3

@@ -16,7 +16,7 @@ import numpy as np
 
 from ominix.engine.load import (
     LoadError,
-    cast_floats,
+    apply_compute_dtype,
     load_model,
     quantize_like_checkpoint,
     read_config,
@@ -201,7 +201,7 @@ def _load_decoder(path: Path, config: dict) -> Embedder:
     except ValueError as e:
         raise LoadError(f"weights in {path} do not fit a {config['model_type']} body: {e}") from None
     if quantization is not None:
-        cast_floats(body, mx.float32)
+        apply_compute_dtype(body, mx.float32, mx.default_device())
     mx.eval(body.parameters())
     max_length = int(config.get("max_position_embeddings") or 32768)
     tok = _backend_tokenizer(path, max_length)
