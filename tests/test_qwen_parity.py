@@ -11,6 +11,7 @@ import torch
 from tokenizers import Tokenizer
 
 from ominix.engine.cache import make_cache
+from ominix.engine.compute import UpcastLinear
 from ominix.engine.load import DENSE_PREFILL_ROWS, load_model
 from tests.checkpoints import build_checkpoint, build_quantized, load_reference
 
@@ -89,12 +90,17 @@ def test_rope_scaling_matches_transformers(checkpoint, scaling, style):
     assert relative_error(model(mx.array([ids])), reference_logits(path, ids)) < 1e-4
 
 
-def test_bf16_matches_transformers(checkpoint):
+@pytest.mark.parametrize("prompt_length", [8, 40])
+def test_bf16_matches_transformers(checkpoint, prompt_length):
+    """A 40-token prompt crosses DENSE_PREFILL_ROWS: on a CPU its Linear layers run in float32."""
     path = checkpoint("qwen3-bf16", dtype="bfloat16")
-    ids = prompt_ids(path)
+    ids = (prompt_ids(path) * 8)[:prompt_length]
     model, config = load_model(path)
     # CPU policy for an unquantized checkpoint: keep its dtype (half the memory of float32).
     assert config["_ominix"]["compute_dtype"] == "bfloat16"
+    assert model.layers[0].mlp.down_proj.weight.dtype == mx.bfloat16
+    assert isinstance(model.layers[0].mlp.down_proj, UpcastLinear)
+    assert model.layers[0].mlp.down_proj.dense_min_rows == DENSE_PREFILL_ROWS
     ours = model(mx.array([ids])).astype(mx.float32)
     ref = reference_logits(path, ids, "bfloat16")
     exact = reference_logits(path, ids, "float32")  # same bf16 weights, float32 math

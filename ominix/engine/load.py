@@ -2,7 +2,7 @@
 
 One path for every checkpoint: build the float module from config.json, `nn.quantize` the layers
 whose tensors carry `scales`, load the (memory-mapped, lazy) tensors, then run it in the compute
-dtype chosen for the device (engine/quantized.py for how quantized layers do that). Every failure is a LoadError whose message
+dtype chosen for the device (engine/compute.py says how layers do that). Every failure is a LoadError whose message
 names the file or tensor at fault.
 """
 
@@ -17,7 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ominix.engine.quantized import is_quantization_param, use_compute_dtype
+from ominix.engine.compute import is_quantization_param, upcast_prefill, use_compute_dtype
 from ominix.models import get_architecture
 
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 8)
@@ -251,7 +251,7 @@ def build_model(config: dict, weights: dict, origin: dict[str, str] | None = Non
 
 def cast_floats(model: nn.Module, dtype: mx.Dtype) -> None:
     """Cast floating parameters to `dtype`, except quantized layers' packed weights, scales and
-    biases: those stay as stored and are cast at use (see engine/quantized.py)."""
+    biases: those stay as stored and are cast at use (see engine/compute.py)."""
     params = dict(tree_flatten(model.parameters()))
     cast = {
         path: p.astype(dtype) for path, p in params.items()
@@ -261,8 +261,9 @@ def cast_floats(model: nn.Module, dtype: mx.Dtype) -> None:
     model.update(tree_unflatten(list(cast.items())))
 
 
-# On a CPU, quantized layers fed at least this many rows (prefill) dequantize their weight and
-# run a dense matmul, which goes through BLAS: ~16x faster prefill than MLX's quantized kernel.
+# On a CPU, layers fed at least this many rows (prefill) run a float32 dense matmul, which goes
+# through BLAS: quantized layers dequantize their weight (~16x faster prefill than MLX's quantized
+# kernel), bf16/fp16 layers upcast theirs (~4x). See engine/compute.py.
 DENSE_PREFILL_ROWS = 32
 
 
@@ -271,6 +272,8 @@ def apply_compute_dtype(model: nn.Module, dtype: mx.Dtype, device: mx.Device) ->
     cast_floats(model, dtype)
     dense_rows = 0 if device.type == mx.DeviceType.gpu else DENSE_PREFILL_ROWS
     use_compute_dtype(model, dtype, dense_min_rows=dense_rows)
+    if dense_rows and dtype in (mx.bfloat16, mx.float16):
+        upcast_prefill(model, dense_rows)
 
 
 # --- policy -----------------------------------------------------------------------------------
@@ -281,7 +284,7 @@ def compute_dtype(config: dict, device: mx.Device | mx.DeviceType | None = None)
 
     On Metal: the checkpoint's own dtype. On the CPU: float32 for quantized checkpoints (MLX's CPU
     quantized matmul with bf16 scales is ~8x slower than in float32; the stored scales stay as
-    they are and are cast at use, see engine/quantized.py), the checkpoint's own dtype otherwise
+    they are and are cast at use, see engine/compute.py), the checkpoint's own dtype otherwise
     (bf16 decodes about as fast as float32 on CPU at half the memory).
     """
     device = device or mx.default_device()

@@ -1,21 +1,25 @@
-"""Quantized layers that compute in the engine's chosen activation dtype.
+"""How layers compute: the activation dtype and, on a CPU, the BLAS path for prefill.
 
-Checkpoints published by mlx-community store quantization scales and biases in bf16. MLX's CPU
-kernels are ~8x slower for quantized matmuls whose scales are bf16, and quantized matmuls never go
-through BLAS. Measured on a small Qwen3 (4-bit, group 64, CPU with OpenBLAS):
+Quantized layers. Checkpoints published by mlx-community store quantization scales and biases in
+bf16. MLX's CPU kernels are ~8x slower for quantized matmuls whose scales are bf16, and quantized
+matmuls never go through BLAS. Measured on a small Qwen3 (4-bit, group 64, CPU with OpenBLAS):
 
   scales cast to float32 once at load    decode 10.4 tok/s, +11% weight memory
   scales kept, cast to float32 at use    decode 10.3 tok/s, weight memory unchanged
   prefill through quantized_matmul       49 tok/s
   prefill through dequantize + matmul    780 tok/s (the dense matmul runs on BLAS)
 
-So `use_compute_dtype` leaves the stored arrays alone, casts scales and biases to the activation
-dtype inside each call (free next to reading the packed weights), and, where the loader asks for it
-(the CPU), computes inputs of many rows by dequantizing the weight for a dense matmul. On Metal the
-loader passes the checkpoint's own dtype and no dense path, which makes both no-ops.
+So quantized layers keep the stored arrays, cast scales and biases to the activation dtype inside
+each call (free next to reading the packed weights), and, where the loader asks for it (the CPU),
+compute inputs of many rows by dequantizing the weight for a dense matmul.
 
-The classes below are swapped onto already-loaded modules (`__class__`), so they add behaviour and
-no state beyond two plain attributes; the weights are never copied.
+bf16/fp16 layers. MLX's CPU matmul only reaches BLAS in float32, so on a CPU a prefill chunk runs
+its dense layers in float32 (weight upcast per call, one layer at a time) and casts the result back:
+measured 90 -> 340 tok/s prefill; decoding (one row) stays in the checkpoint's dtype.
+
+On Metal the loader passes the checkpoint's own dtype and no dense path, so nothing changes there.
+The classes below are swapped onto already-loaded modules (`__class__`): they add behaviour and two
+plain attributes, and never copy the weights.
 """
 
 from __future__ import annotations
@@ -79,20 +83,29 @@ class ComputeQuantizedSwitchLinear(_Compute, QuantizedSwitchLinear):
         )  # fmt: skip
 
 
-_COMPUTE_CLASS = {
+class UpcastLinear(_Compute, nn.Linear):
+    """A bf16/fp16 Linear whose many-row inputs are multiplied in float32 (BLAS on a CPU)."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if not self.dense_min_rows or x.size < self.dense_min_rows * x.shape[-1]:
+            return super().__call__(x)
+        y = x.astype(mx.float32) @ self["weight"].astype(mx.float32).T
+        if "bias" in self:
+            y = y + self["bias"]
+        return y.astype(x.dtype)
+
+
+_QUANTIZED_CLASS = {
     nn.QuantizedLinear: ComputeQuantizedLinear,
     nn.QuantizedEmbedding: ComputeQuantizedEmbedding,
     QuantizedSwitchLinear: ComputeQuantizedSwitchLinear,
 }
 
 
-def use_compute_dtype(model: nn.Module, dtype: mx.Dtype, dense_min_rows: int = 0) -> int:
-    """Make every quantized layer of `model` compute in `dtype`; returns how many were changed."""
+def _swap(model: nn.Module, classes: dict, dtype: mx.Dtype, dense_min_rows: int) -> int:
     changed = 0
     for _, module in model.named_modules():
-        cls = _COMPUTE_CLASS.get(type(module)) or (
-            type(module) if isinstance(module, _Compute) else None
-        )
+        cls = classes.get(type(module))
         if cls is None:
             continue
         module.__class__ = cls
@@ -100,6 +113,16 @@ def use_compute_dtype(model: nn.Module, dtype: mx.Dtype, dense_min_rows: int = 0
         module.dense_min_rows = dense_min_rows
         changed += 1
     return changed
+
+
+def use_compute_dtype(model: nn.Module, dtype: mx.Dtype, dense_min_rows: int = 0) -> int:
+    """Make every quantized layer of `model` compute in `dtype`; returns how many were changed."""
+    return _swap(model, _QUANTIZED_CLASS, dtype, dense_min_rows)
+
+
+def upcast_prefill(model: nn.Module, dense_min_rows: int) -> int:
+    """Let every plain Linear run inputs of `dense_min_rows` rows or more in float32."""
+    return _swap(model, {nn.Linear: UpcastLinear}, mx.float32, dense_min_rows)
 
 
 def is_quantization_param(path: str, params: dict) -> bool:
