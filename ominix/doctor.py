@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ominix import _blas, config
+from ominix.models import can_run
 
 GIB = 1024**3
 
@@ -254,6 +255,7 @@ def check_entry(entry, ram: dict, free_disk: int, installed_ids: set[str], tags:
         "disk": disk_verdict,
         "disk_note": disk_note,
         "installed": is_installed,
+        "runs_in_this_build": can_run(entry),
     }
 
 
@@ -336,7 +338,7 @@ def format_report(report: dict) -> str:
         width = max(len(x["id"]) for x in models)
         lines.append("")
         lines.append(
-            f"{'model':<{width}}  {'fits':<11}  {'RAM':<7}  {'disk':<7}  {'platform':<12}  notes"
+            f"{'model':<{width}}  {'fits':<11}  {'RAM':<7}  {'disk':<7}  {'platform':<12}  {'runs':<4}  notes"
         )
         for x in models:
             notes = x["ram_note"] + "; " + x["disk_note"]
@@ -344,7 +346,7 @@ def format_report(report: dict) -> str:
                 notes = f"catalog lists {', '.join(x['platforms'])}; " + notes
             lines.append(
                 f"{x['id']:<{width}}  {x['verdict']:<11}  {x['ram']:<7}  {x['disk']:<7}  "
-                f"{x['platform']:<12}  {notes}"
+                f"{x['platform']:<12}  {'yes' if x['runs_in_this_build'] else 'no':<4}  {notes}"
             )
     for note in report["advice"]:
         lines.append(f"note: {note}")

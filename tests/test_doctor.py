@@ -112,8 +112,10 @@ def test_doctor_json_reports_machine_store_blas_and_catalog(tmp_path, monkeypatc
     assert verdicts["doctor-huge"]["verdict"] == "too big" and verdicts["doctor-huge"]["ram"] == "too big"
     assert verdicts["doctor-elsewhere"]["verdict"] == "unsupported"
     assert verdicts["doctor-nodisk"]["disk"] == "too big"
-    # the shipped catalog is checked too, not only the overlay
+    # the shipped catalog is checked too, not only the overlay, with whether this build runs it
     assert len(verdicts) > len(entries)
+    assert verdicts["qwen3-0.6b"]["runs_in_this_build"] is True
+    assert verdicts["gpt-sovits"]["runs_in_this_build"] is False  # no TTS module yet
 
     text = CliRunner().invoke(app, ["doctor"])
     assert text.exit_code == 0, text.output
