@@ -1,111 +1,24 @@
-"""Qwen2 / Qwen2.5 dense decoder: grouped-query attention with biases on q/k/v projections."""
+"""Qwen2 / Qwen2.5 dense decoder: Qwen3's network with biases on the q/k/v projections instead of
+per-head q/k norms, and head_dim derived from the hidden size."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
-import mlx.core as mx
-import mlx.nn as nn
-
-from ominix.models.layers import MLP, Attention, attention_mask, make_rope, read_rope_config
+from ominix.models import qwen3
 
 
 @dataclass
-class ModelArgs:
-    model_type: str
-    hidden_size: int
-    num_hidden_layers: int
-    intermediate_size: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    vocab_size: int
-    head_dim: int | None = None
-    use_sliding_window: bool = False
-    rms_norm_eps: float = 1e-6
-    max_position_embeddings: int = 32768
-    tie_word_embeddings: bool = False
-    rope_theta: float = 1000000.0
-    rope_scaling: dict | None = None
+class ModelArgs(qwen3.ModelArgs):
+    head_dim: int | None = None  # hidden_size / num_attention_heads unless the config sets it
 
     def __post_init__(self):
-        if self.use_sliding_window:
-            raise ValueError("use_sliding_window=true is not supported for qwen2")
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
+        super().__post_init__()
 
-    @classmethod
-    def from_dict(cls, config: dict) -> "ModelArgs":
-        known = {f.name for f in dataclasses.fields(cls)}
-        args = {k: v for k, v in config.items() if k in known}
-        args["rope_theta"], args["rope_scaling"] = read_rope_config(config)
-        return cls(**args)
+    def attention_options(self) -> dict:
+        return {"qkv_bias": True}
 
 
-class TransformerBlock(nn.Module):
-    def __init__(self, args: ModelArgs):
-        super().__init__()
-        rope = make_rope(
-            args.head_dim, args.rope_theta, args.rope_scaling, args.max_position_embeddings
-        )
-        self.self_attn = Attention(
-            args.hidden_size,
-            args.num_attention_heads,
-            args.num_key_value_heads,
-            args.head_dim,
-            rope,
-            qkv_bias=True,
-        )
-        self.mlp = MLP(args.hidden_size, args.intermediate_size)
-        self.input_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
-        self.post_attention_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
-
-    def __call__(self, x: mx.array, mask=None, cache=None) -> mx.array:
-        h = x + self.self_attn(self.input_layernorm(x), mask, cache)
-        return h + self.mlp(self.post_attention_layernorm(h))
-
-
-class Qwen2Model(nn.Module):
-    def __init__(self, args: ModelArgs):
-        super().__init__()
-        self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
-        self.layers = [TransformerBlock(args) for _ in range(args.num_hidden_layers)]
-        self.norm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
-
-    def __call__(self, inputs: mx.array, cache=None) -> mx.array:
-        h = self.embed_tokens(inputs)
-        cache = cache if cache is not None else [None] * len(self.layers)
-        mask = attention_mask(h.shape[1], cache[0])
-        for layer, layer_cache in zip(self.layers, cache):
-            h = layer(h, mask, layer_cache)
-        return self.norm(h)
-
-
-class Model(nn.Module):
-    def __init__(self, args: ModelArgs):
-        super().__init__()
-        self.args = args
-        self.model_type = args.model_type
-        self.model = Qwen2Model(args)
-        if not args.tie_word_embeddings:
-            self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
-
-    def __call__(self, inputs: mx.array, cache=None) -> mx.array:
-        """inputs [B, L] token ids -> logits [B, L, vocab]."""
-        h = self.model(inputs, cache)
-        if self.args.tie_word_embeddings:
-            return self.model.embed_tokens.as_linear(h)
-        return self.lm_head(h)
-
-    @property
-    def layers(self) -> list:
-        return self.model.layers
-
-    def sanitize(self, weights: dict) -> dict:
-        """Drop tensors the module tree has no place for: the tied head and rope buffers."""
-        return {
-            name: w
-            for name, w in weights.items()
-            if "rotary_emb.inv_freq" not in name
-            and not (self.args.tie_word_embeddings and name.startswith("lm_head."))
-        }
+Model = qwen3.Model

@@ -31,7 +31,15 @@ class ModelArgs:
 
     def __post_init__(self):
         if self.use_sliding_window:
-            raise ValueError("use_sliding_window=true is not supported for qwen3")
+            raise ValueError(f"use_sliding_window=true is not supported for {self.model_type}")
+
+    def attention_options(self) -> dict:
+        """What sets this family's attention apart (Qwen2 overrides it: q/k/v biases, no norms)."""
+        return {
+            "qkv_bias": self.attention_bias,
+            "o_bias": self.attention_bias,
+            "qk_norm_eps": self.rms_norm_eps,
+        }
 
     @classmethod
     def from_dict(cls, config: dict) -> "ModelArgs":
@@ -53,9 +61,7 @@ class TransformerBlock(nn.Module):
             args.num_key_value_heads,
             args.head_dim,
             rope,
-            qkv_bias=args.attention_bias,
-            o_bias=args.attention_bias,
-            qk_norm_eps=args.rms_norm_eps,
+            **args.attention_options(),
         )
         self.mlp = MLP(args.hidden_size, args.intermediate_size)
         self.input_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
