@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
-from ominix.models.layers import Attention, attention_mask, read_rope_config
+from ominix.models.layers import Attention, CausalLM, attention_mask, read_rope_config
 
 
 @dataclass
@@ -173,25 +173,9 @@ _CHATGLM_LAYER_PARTS = {
 _FUSED_QKV = ".self_attention.query_key_value."
 
 
-class Model(nn.Module):
+class Model(CausalLM):
     def __init__(self, args: ModelArgs):
-        super().__init__()
-        self.args = args
-        self.model_type = args.model_type
-        self.model = GlmModel(args)
-        if not args.tie_word_embeddings:
-            self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
-
-    def __call__(self, inputs: mx.array, cache=None) -> mx.array:
-        """inputs [B, L] token ids -> logits [B, L, vocab]."""
-        h = self.model(inputs, cache)
-        if self.args.tie_word_embeddings:
-            return self.model.embed_tokens.as_linear(h)
-        return self.lm_head(h)
-
-    @property
-    def layers(self) -> list:
-        return self.model.layers
+        super().__init__(args, GlmModel(args))
 
     def sanitize(self, weights: dict) -> dict:
         """chatglm names -> glm names (fused q/k/v split by rows; for MLX-quantized tensors the

@@ -20,6 +20,7 @@ import mlx.nn as nn
 from ominix.models.layers import (
     MLP,
     Attention,
+    CausalLM,
     SwitchGLU,
     attention_mask,
     combine_experts,
@@ -204,25 +205,9 @@ class Glm4MoeModel(nn.Module):
         return self.norm(h)
 
 
-class Model(nn.Module):
+class Model(CausalLM):
     def __init__(self, args: ModelArgs):
-        super().__init__()
-        self.args = args
-        self.model_type = args.model_type
-        self.model = Glm4MoeModel(args)
-        if not args.tie_word_embeddings:
-            self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
-
-    def __call__(self, inputs: mx.array, cache=None) -> mx.array:
-        """inputs [B, L] token ids -> logits [B, L, vocab]."""
-        h = self.model(inputs, cache)
-        if self.args.tie_word_embeddings:
-            return self.model.embed_tokens.as_linear(h)
-        return self.lm_head(h)
-
-    @property
-    def layers(self) -> list:
-        return self.model.layers
+        super().__init__(args, Glm4MoeModel(args))
 
     def _is_mtp(self, name: str) -> bool:
         parts = name.split(".")
@@ -235,13 +220,7 @@ class Model(nn.Module):
     def sanitize(self, weights: dict) -> dict:
         """Drop the multi-token-prediction layers (numbered from num_hidden_layers on), the
         tied head and rope buffers; stack per-expert or fused experts into switch_mlp."""
-        weights = {
-            name: w
-            for name, w in weights.items()
-            if "rotary_emb.inv_freq" not in name
-            and not self._is_mtp(name)
-            and not (self.args.tie_word_embeddings and name.startswith("lm_head."))
-        }
+        weights = {name: w for name, w in super().sanitize(weights).items() if not self._is_mtp(name)}
         for layer in range(self.args.first_k_dense_replace, self.args.num_hidden_layers):
             prefix = f"model.layers.{layer}.mlp"
             unfuse_experts(weights, prefix)

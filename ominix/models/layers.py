@@ -156,6 +156,44 @@ def attention_mask(length: int, cache: Any = None) -> mx.array | str | None:
     return None if length == 1 else "causal"
 
 
+# --- the outer model ----------------------------------------------------------------------------
+
+
+class CausalLM(nn.Module):
+    """The outer module every decoder family shares: `model` (the body: embed_tokens, layers,
+    norm) and the output head, `lm_head` or the input embedding when tied."""
+
+    def __init__(self, args, body: nn.Module):
+        super().__init__()
+        self.args = args
+        self.model_type = args.model_type
+        self.model = body
+        if not args.tie_word_embeddings:
+            self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
+
+    def __call__(self, inputs: mx.array, cache=None) -> mx.array:
+        """inputs [B, L] token ids -> logits [B, L, vocab]."""
+        return self.head(self.model(inputs, cache))
+
+    def head(self, h: mx.array) -> mx.array:
+        if self.args.tie_word_embeddings:
+            return self.model.embed_tokens.as_linear(h)
+        return self.lm_head(h)
+
+    @property
+    def layers(self) -> list:
+        return self.model.layers
+
+    def sanitize(self, weights: dict) -> dict:
+        """Drop tensors the module tree has no place for: rope buffers and a tied head."""
+        return {
+            name: w
+            for name, w in weights.items()
+            if "rotary_emb.inv_freq" not in name
+            and not (self.args.tie_word_embeddings and name.startswith("lm_head."))
+        }
+
+
 # --- attention and MLP -------------------------------------------------------------------------
 
 

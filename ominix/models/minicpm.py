@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import mlx.nn as nn
 
-from ominix.models.layers import MLP, CacheSpec, FrequencyRoPE, attention_mask, make_rope, read_rope_config
+from ominix.models.layers import MLP, CacheSpec, CausalLM, FrequencyRoPE, attention_mask, make_rope, read_rope_config
 
 DENSE, LIGHTNING = "minicpm4", "lightning-attn"
 LIGHTNING_CHUNK = 64
@@ -294,35 +294,15 @@ class MiniCPMModel(nn.Module):
         return self.norm(h)
 
 
-class Model(nn.Module):
+class Model(CausalLM):
     def __init__(self, args: ModelArgs):
-        super().__init__()
-        self.args = args
-        self.model_type = args.model_type
-        self.model = MiniCPMModel(args)
+        super().__init__(args, MiniCPMModel(args))
         self.logit_divisor = args.hidden_size / args.dim_model_base
-        if not args.tie_word_embeddings:
-            self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
 
     def __call__(self, inputs: mx.array, cache=None) -> mx.array:
-        """inputs [B, L] token ids -> logits [B, L, vocab]."""
-        h = self.model(inputs, cache) / self.logit_divisor
-        if self.args.tie_word_embeddings:
-            return self.model.embed_tokens.as_linear(h)
-        return self.lm_head(h)
-
-    @property
-    def layers(self) -> list:
-        return self.model.layers
+        """inputs [B, L] token ids -> logits [B, L, vocab] (muP: hidden scaled before the head)."""
+        return self.head(self.model(inputs, cache) / self.logit_divisor)
 
     def cache_specs(self) -> list[CacheSpec]:
         return [CacheSpec(recurrent=layer.mixer == LIGHTNING) for layer in self.layers]
 
-    def sanitize(self, weights: dict) -> dict:
-        """Drop tensors the module tree has no place for: the tied head and rope buffers."""
-        return {
-            name: w
-            for name, w in weights.items()
-            if "rotary_emb.inv_freq" not in name
-            and not (self.args.tie_word_embeddings and name.startswith("lm_head."))
-        }

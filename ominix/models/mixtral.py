@@ -13,6 +13,7 @@ import mlx.nn as nn
 
 from ominix.models.layers import (
     Attention,
+    CausalLM,
     SwitchGLU,
     attention_mask,
     causal_mask,
@@ -126,25 +127,9 @@ class MixtralModel(nn.Module):
         return self.norm(h)
 
 
-class Model(nn.Module):
+class Model(CausalLM):
     def __init__(self, args: ModelArgs):
-        super().__init__()
-        self.args = args
-        self.model_type = args.model_type
-        self.model = MixtralModel(args)
-        if not args.tie_word_embeddings:
-            self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
-
-    def __call__(self, inputs: mx.array, cache=None) -> mx.array:
-        """inputs [B, L] token ids -> logits [B, L, vocab]."""
-        h = self.model(inputs, cache)
-        if self.args.tie_word_embeddings:
-            return self.model.embed_tokens.as_linear(h)
-        return self.lm_head(h)
-
-    @property
-    def layers(self) -> list:
-        return self.model.layers
+        super().__init__(args, MixtralModel(args))
 
     def quantization_override(self, path: str) -> dict | None:
         """Routers stay at 8 bits when converting: at 4 bits they pick different experts."""
@@ -153,12 +138,7 @@ class Model(nn.Module):
     def sanitize(self, weights: dict) -> dict:
         """Stack per-expert w1/w2/w3 (Hugging Face, or quantized per expert as early
         mlx-community conversions are) into switch_mlp; drop the tied head and rope buffers."""
-        weights = {
-            name: w
-            for name, w in weights.items()
-            if "rotary_emb.inv_freq" not in name
-            and not (self.args.tie_word_embeddings and name.startswith("lm_head."))
-        }
+        weights = super().sanitize(weights)
         for layer in range(self.args.num_hidden_layers):
             prefix = f"model.layers.{layer}.block_sparse_moe"
             unfuse_experts(weights, prefix)

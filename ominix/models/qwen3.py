@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
-from ominix.models.layers import MLP, Attention, attention_mask, make_rope, read_rope_config
+from ominix.models.layers import MLP, Attention, CausalLM, attention_mask, make_rope, read_rope_config
 
 
 @dataclass
@@ -88,31 +88,6 @@ class Qwen3Model(nn.Module):
         return self.norm(h)
 
 
-class Model(nn.Module):
+class Model(CausalLM):
     def __init__(self, args: ModelArgs):
-        super().__init__()
-        self.args = args
-        self.model_type = args.model_type
-        self.model = Qwen3Model(args)
-        if not args.tie_word_embeddings:
-            self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
-
-    def __call__(self, inputs: mx.array, cache=None) -> mx.array:
-        """inputs [B, L] token ids -> logits [B, L, vocab]."""
-        h = self.model(inputs, cache)
-        if self.args.tie_word_embeddings:
-            return self.model.embed_tokens.as_linear(h)
-        return self.lm_head(h)
-
-    @property
-    def layers(self) -> list:
-        return self.model.layers
-
-    def sanitize(self, weights: dict) -> dict:
-        """Drop tensors the module tree has no place for: the tied head and rope buffers."""
-        return {
-            name: w
-            for name, w in weights.items()
-            if "rotary_emb.inv_freq" not in name
-            and not (self.args.tie_word_embeddings and name.startswith("lm_head."))
-        }
+        super().__init__(args, Qwen3Model(args))

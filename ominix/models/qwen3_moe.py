@@ -16,6 +16,7 @@ import mlx.nn as nn
 from ominix.models.layers import (
     MLP,
     Attention,
+    CausalLM,
     SwitchGLU,
     attention_mask,
     combine_experts,
@@ -135,25 +136,9 @@ class Qwen3MoeModel(nn.Module):
         return self.norm(h)
 
 
-class Model(nn.Module):
+class Model(CausalLM):
     def __init__(self, args: ModelArgs):
-        super().__init__()
-        self.args = args
-        self.model_type = args.model_type
-        self.model = Qwen3MoeModel(args)
-        if not args.tie_word_embeddings:
-            self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
-
-    def __call__(self, inputs: mx.array, cache=None) -> mx.array:
-        """inputs [B, L] token ids -> logits [B, L, vocab]."""
-        h = self.model(inputs, cache)
-        if self.args.tie_word_embeddings:
-            return self.model.embed_tokens.as_linear(h)
-        return self.lm_head(h)
-
-    @property
-    def layers(self) -> list:
-        return self.model.layers
+        super().__init__(args, Qwen3MoeModel(args))
 
     def quantization_override(self, path: str) -> dict | None:
         """Routers stay at 8 bits when converting: at 4 bits they pick different experts."""
@@ -162,12 +147,7 @@ class Model(nn.Module):
     def sanitize(self, weights: dict) -> dict:
         """Stack per-expert (Hugging Face) or fused (transformers 5) experts into switch_mlp;
         drop the tied head and rope buffers. Already-stacked (mlx-community) tensors pass."""
-        weights = {
-            name: w
-            for name, w in weights.items()
-            if "rotary_emb.inv_freq" not in name
-            and not (self.args.tie_word_embeddings and name.startswith("lm_head."))
-        }
+        weights = super().sanitize(weights)
         names = {"gate_proj": "gate_proj", "up_proj": "up_proj", "down_proj": "down_proj"}
         for layer in range(self.args.num_hidden_layers):
             prefix = f"model.layers.{layer}.mlp"
