@@ -44,6 +44,7 @@ SHAPE = {
 }
 VARIANTS = ("bf16", "float32", "8bit", "4bit")
 RUNNERS = ("ominix", "mlx-lm", "mlx-lm+blas")
+MLX_LM_PREFILL_STEP = 2048  # mlx_lm.generate.generate_step's default
 # What the issue asks for, reported against (never asserted): (metric, baseline runner) -> ratio.
 TARGETS = {
     "4bit": {"prompt_tps": 5.0, "generation_tps": 5.0, "peak_memory_gb": 1.1},
@@ -276,11 +277,12 @@ def measure(runner: str, model: Path, args, blas_path: str | None) -> dict:
     trials = args.trials if runner == "ominix" else args.baseline_trials
     common = ["-p", str(args.prompt_tokens), "-g", str(args.generation_tokens), "-n", str(trials)]
     if runner == "ominix":
-        cmd = [sys.executable, "-m", "ominix", "bench", str(model), *common,
-               "--prefill-step-size", str(args.prefill_step_size), "--json"]
+        # Each runtime chunks prompts its own way unless --prefill-step-size is given.
+        step = ["--prefill-step-size", str(args.prefill_step_size)] if args.prefill_step_size else []
+        cmd = [sys.executable, "-m", "ominix", "bench", str(model), *common, *step, "--json"]
         return run_json(cmd, env)
     cmd = [sys.executable, __file__, "--worker", str(model), *common,
-           "--prefill-step-size", str(args.prefill_step_size)]
+           "--prefill-step-size", str(args.prefill_step_size or MLX_LM_PREFILL_STEP)]
     if runner == "mlx-lm+blas":
         if not blas_path:
             return {"error": "no optimized BLAS on this machine"}
@@ -338,7 +340,8 @@ def parse_args(argv=None):
     parser.add_argument("-n", "--trials", type=int, default=3)
     parser.add_argument("--baseline-trials", type=int, help="trials for the mlx-lm runs (default: -n); "
                         "mlx-lm's quantized matmuls on Linux CPUs take minutes per trial")
-    parser.add_argument("--prefill-step-size", type=int, default=512)
+    parser.add_argument("--prefill-step-size", type=int, default=None,
+                        help="force one prompt chunk size on every runner (default: each its own)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma list of " + ",".join(VARIANTS))
     parser.add_argument("--runners", default=",".join(RUNNERS), help="comma list of " + ",".join(RUNNERS))
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "ominix-bench-llm",

@@ -90,13 +90,13 @@ def run_bench(
     generation_tokens: int = 128,
     trials: int = 3,
     *,
-    prefill_step_size: int = 512,
+    prefill_step_size: int | None = None,
     dtype: str | None = None,
     warmup: bool = True,
 ) -> dict:
     """Load `ref` once, warm up, time `trials` runs; medians plus every trial, as a JSON-ready dict."""
     for name, value in (("prompt tokens", prompt_tokens), ("generation tokens", generation_tokens),
-                        ("trials", trials), ("prefill step size", prefill_step_size)):  # fmt: skip
+                        ("trials", trials), ("prefill step size", prefill_step_size or 1)):  # fmt: skip
         if value < 1:
             raise BenchError(f"{name} must be >= 1, got {value}")
     path = resolve_model(ref)
@@ -113,6 +113,10 @@ def run_bench(
         raise BenchError(f"cannot load {path}: {e}") from None
     load_s = time.perf_counter() - start
     vocab = _vocab_size(config)
+    if prefill_step_size is None:
+        from ominix.engine.generate import default_prefill_step_size
+
+        prefill_step_size = default_prefill_step_size()
 
     if warmup:  # short: it only has to build the kernels and buffers once
         time_generation(model, random_prompt(vocab, min(prompt_tokens, 64), 1000), min(generation_tokens, 8),

@@ -750,7 +750,8 @@ def bench(
     prompt_tokens: int = typer.Option(512, "-p", "--prompt-tokens", help="Random prompt length."),
     generation_tokens: int = typer.Option(128, "-g", "--generation-tokens", help="Tokens to generate."),
     trials: int = typer.Option(3, "-n", "--num-trials", help="Timed runs (after one warm-up)."),
-    prefill_step_size: int = typer.Option(512, "--prefill-step-size", help="Prompt chunk size."),
+    prefill_step_size: int = typer.Option(None, "--prefill-step-size",
+                                          help="Prompt chunk size (default: the engine's for this device)."),
     dtype: str = typer.Option(None, "--dtype", help="Compute dtype override (float32, bfloat16, float16)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):

@@ -54,6 +54,13 @@ class GenerationResult:
     logprobs: list[TokenLogprobs] | None = None
 
 
+def default_prefill_step_size() -> int:
+    """Prompt tokens per prefill chunk for the current device. On a CPU, 256-token chunks keep
+    the working set in cache: measured 20-35% faster prefill than 512 and a lower peak (small
+    Qwen3, bf16/float32/4-bit). On Metal, large chunks keep the GPU busy (mlx-lm's 2048)."""
+    return 2048 if mx.default_device().type == mx.DeviceType.gpu else 256
+
+
 def prefill(model, tokens: mx.array, cache: list, step_size: int) -> mx.array:
     """Run all but the last token through the model in chunks; return what is left to feed."""
     while tokens.size > 1:
@@ -70,7 +77,7 @@ def generate_step(
     sampler: Sampler,
     *,
     cache: list | None = None,
-    prefill_step_size: int = 512,
+    prefill_step_size: int | None = None,
     max_tokens: int = 256,
 ) -> Iterator[tuple[int, TokenLogprobs | None]]:
     """Yield (token, logprobs or None) for up to max_tokens tokens. The caller decides when to stop.
@@ -79,6 +86,7 @@ def generate_step(
     """
     if len(prompt_ids) == 0:
         raise ValueError("the prompt is empty")
+    prefill_step_size = prefill_step_size or default_prefill_step_size()
     if prefill_step_size < 1:
         raise ValueError("prefill_step_size must be >= 1")
     if cache is None:
@@ -134,7 +142,7 @@ def stream_generate(
     max_tokens: int = 256,
     stop: list[str] | None = None,
     cache: list | None = None,
-    prefill_step_size: int = 512,
+    prefill_step_size: int | None = None,
     logits_processors=None,
 ) -> Iterator[GenerationResponse]:
     """Stream responses with text deltas; the last one has a finish_reason."""

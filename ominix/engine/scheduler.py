@@ -112,13 +112,17 @@ class Group:
 class Scheduler:
     def __init__(self, pool, *, max_batch: int = 32, max_queue: int = 256,
                  request_timeout: float | None = None, prompt_cache_bytes: int = 1 << 30,
-                 prefill_step_size: int = 512, metrics=None):
+                 prefill_step_size: int | None = None, metrics=None):
         from ominix.engine.prompt_cache import PromptCache
 
         self.pool = pool
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.request_timeout = request_timeout
+        if prefill_step_size is None:
+            from ominix.engine.generate import default_prefill_step_size
+
+            prefill_step_size = default_prefill_step_size()
         self.prefill_step_size = prefill_step_size
         self.prompt_cache = PromptCache(prompt_cache_bytes)
         self.metrics = metrics  # optional: .ttft / .token_latency histograms (api/metrics.py)
