@@ -2,7 +2,7 @@
 
 - `glm4` (GLM-4-*-0414, transformers Glm4ForCausalLM): four RMSNorms per block ("sandwich": the
   attention and MLP outputs are normalized again before the residual add).
-- `glm` (transformers GlmForCausalLM, the HF port of glm-4-9b-chat): two norms per block.
+- `glm` (transformers GlmForCausalLM, DecoderBody, the HF port of glm-4-9b-chat): two norms per block.
 - `chatglm` (THUDM/glm-4-9b-chat's own code): the `glm` network under other names, with fused
   q/k/v; `sanitize` renames and splits its tensors into the `glm` tree, and `ModelArgs.from_dict`
   reads its config keys (num_layers, ffn_hidden_size, kv_channels, multi_query_group_num, ...).
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
-from ominix.models.layers import Attention, CausalLM, attention_mask, read_rope_config
+from ominix.models.layers import Attention, CausalLM, DecoderBody, read_rope_config
 
 
 @dataclass
@@ -142,20 +142,9 @@ class TransformerBlock(nn.Module):
         return h + r
 
 
-class GlmModel(nn.Module):
+class GlmModel(DecoderBody):
     def __init__(self, args: ModelArgs):
-        super().__init__()
-        self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
-        self.layers = [TransformerBlock(args) for _ in range(args.num_hidden_layers)]
-        self.norm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
-
-    def __call__(self, inputs: mx.array, cache=None) -> mx.array:
-        h = self.embed_tokens(inputs)
-        cache = cache if cache is not None else [None] * len(self.layers)
-        mask = attention_mask(h.shape[1], cache[0])
-        for layer, layer_cache in zip(self.layers, cache):
-            h = layer(h, mask, layer_cache)
-        return self.norm(h)
+        super().__init__(args, [TransformerBlock(args) for _ in range(args.num_hidden_layers)])
 
 
 # chatglm tensor-name pieces -> glm ones (a prefix of each name, then pieces inside layers)

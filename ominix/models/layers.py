@@ -156,6 +156,31 @@ def attention_mask(length: int, cache: Any = None) -> mx.array | str | None:
     return None if length == 1 else "causal"
 
 
+# --- the body -------------------------------------------------------------------------------------
+
+
+class DecoderBody(nn.Module):
+    """embed_tokens -> layers -> norm: the `model.*` tensors of most decoder families. A family
+    with its own masking (sliding windows) overrides `mask`."""
+
+    def __init__(self, args, layers: list):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
+        self.layers = layers
+        self.norm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
+
+    def mask(self, length: int, cache):
+        return attention_mask(length, cache)
+
+    def __call__(self, inputs: mx.array, cache=None) -> mx.array:
+        h = self.embed_tokens(inputs)
+        cache = cache if cache is not None else [None] * len(self.layers)
+        mask = self.mask(h.shape[1], cache[0])
+        for layer, layer_cache in zip(self.layers, cache):
+            h = layer(h, mask, layer_cache)
+        return self.norm(h)
+
+
 # --- the outer model ----------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
-from ominix.models.layers import MLP, Attention, CacheSpec, CausalLM, attention_mask, make_rope, read_rope_config
+from ominix.models.layers import MLP, Attention, CacheSpec, CausalLM, DecoderBody, attention_mask, make_rope, read_rope_config
 
 
 @dataclass
@@ -68,26 +68,16 @@ class TransformerBlock(nn.Module):
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
-class MistralModel(nn.Module):
+class MistralModel(DecoderBody):
     def __init__(self, args: ModelArgs):
-        super().__init__()
+        super().__init__(args, [TransformerBlock(args) for _ in range(args.num_hidden_layers)])
         self.sliding_window = args.sliding_window
-        self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
-        self.layers = [TransformerBlock(args) for _ in range(args.num_hidden_layers)]
-        self.norm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
 
-    def __call__(self, inputs: mx.array, cache=None) -> mx.array:
-        h = self.embed_tokens(inputs)
-        if cache is None:
-            cache = [None] * len(self.layers)
-            mask = attention_mask(h.shape[1])
-            if self.sliding_window is not None and h.shape[1] > self.sliding_window:
-                mask = _window_mask(h.shape[1], self.sliding_window)
-        else:
-            mask = attention_mask(h.shape[1], cache[0])
-        for layer, layer_cache in zip(self.layers, cache):
-            h = layer(h, mask, layer_cache)
-        return self.norm(h)
+    def mask(self, length: int, cache):
+        # Without a cache nothing trims old keys, so the window is applied by the mask.
+        if cache is None and self.sliding_window is not None and length > self.sliding_window:
+            return _window_mask(length, self.sliding_window)
+        return attention_mask(length, cache)
 
 
 def _window_mask(length: int, window: int) -> mx.array:

@@ -14,6 +14,7 @@ import mlx.nn as nn
 from ominix.models.layers import (
     Attention,
     CausalLM,
+    DecoderBody,
     SwitchGLU,
     attention_mask,
     causal_mask,
@@ -103,28 +104,17 @@ class TransformerBlock(nn.Module):
         return h + self.block_sparse_moe(self.post_attention_layernorm(h))
 
 
-class MixtralModel(nn.Module):
+class MixtralModel(DecoderBody):
     def __init__(self, args: ModelArgs):
-        super().__init__()
+        super().__init__(args, [TransformerBlock(args) for _ in range(args.num_hidden_layers)])
         self.sliding_window = args.sliding_window
-        self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
-        self.layers = [TransformerBlock(args) for _ in range(args.num_hidden_layers)]
-        self.norm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
 
-    def _mask(self, length: int, cache):
+    def mask(self, length: int, cache):
         if self.sliding_window is None or (cache is not None and hasattr(cache, "make_mask")):
             return attention_mask(length, cache)
         # The plain KV cache keeps every key, so the window is applied by the mask alone.
         offset = cache.offset if cache is not None else 0
         return causal_mask(length, offset, window=self.sliding_window)
-
-    def __call__(self, inputs: mx.array, cache=None) -> mx.array:
-        h = self.embed_tokens(inputs)
-        cache = cache if cache is not None else [None] * len(self.layers)
-        mask = self._mask(h.shape[1], cache[0])
-        for layer, layer_cache in zip(self.layers, cache):
-            h = layer(h, mask, layer_cache)
-        return self.norm(h)
 
 
 class Model(CausalLM):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
-from ominix.models.layers import MLP, Attention, CausalLM, attention_mask, make_rope, read_rope_config
+from ominix.models.layers import MLP, Attention, CausalLM, DecoderBody, make_rope, read_rope_config
 
 
 @dataclass
@@ -72,20 +72,9 @@ class TransformerBlock(nn.Module):
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
-class Qwen3Model(nn.Module):
+class Qwen3Model(DecoderBody):
     def __init__(self, args: ModelArgs):
-        super().__init__()
-        self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
-        self.layers = [TransformerBlock(args) for _ in range(args.num_hidden_layers)]
-        self.norm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
-
-    def __call__(self, inputs: mx.array, cache=None) -> mx.array:
-        h = self.embed_tokens(inputs)
-        cache = cache if cache is not None else [None] * len(self.layers)
-        mask = attention_mask(h.shape[1], cache[0])
-        for layer, layer_cache in zip(self.layers, cache):
-            h = layer(h, mask, layer_cache)
-        return self.norm(h)
+        super().__init__(args, [TransformerBlock(args) for _ in range(args.num_hidden_layers)])
 
 
 class Model(CausalLM):
