@@ -1,0 +1,209 @@
+"""`ominix run` (one prompt or an interactive chat) and `ominix bench`."""
+
+from __future__ import annotations
+
+import typer
+
+from ominix.cli.common import PullProgress, app
+
+
+@app.command()
+def run(
+    model: str = typer.Argument(..., help="Catalog id, owner/repo or a local checkpoint directory."),
+    prompt: str = typer.Argument(None, help="Answer this and exit; without it (on a terminal), chat."),
+    max_tokens: int = typer.Option(2048, "--max-tokens", min=1, help="Most tokens per answer."),
+    temp: float = typer.Option(None, "--temp", help="Sampling temperature (0 = greedy). Default: the model's."),
+    top_p: float = typer.Option(None, "--top-p", help="Nucleus sampling mass. Default: the model's."),
+    seed: int = typer.Option(None, "--seed", help="Seed for reproducible sampling."),
+    system: str = typer.Option(None, "--system", help="System prompt."),
+    verbose: bool = typer.Option(False, "--verbose", help="Print speed figures after each answer."),
+    think: bool = typer.Option(None, "--think/--no-think", help="Turn a model's thinking on or off (Qwen3)."),
+):
+    """Run a model: answer one prompt (argument or piped stdin) or chat interactively."""
+    import sys
+
+    if prompt is None and not sys.stdin.isatty():
+        prompt = sys.stdin.read()
+    elif prompt is not None and not sys.stdin.isatty():
+        piped = sys.stdin.read()
+        prompt = f"{piped.rstrip()}\n\n{prompt}" if piped.strip() else prompt
+    try:
+        loaded = _load_for_run(model)
+        session = _ChatSession(*loaded, system=system, think=think, verbose=verbose)
+        session.params = session.sampling_params(temp, top_p, seed)
+        session.max_tokens = max_tokens
+    except Exception as error:  # anything from resolving, downloading or loading: one clear line
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1)
+    if prompt is not None:
+        try:
+            if not session.ask(prompt):
+                raise typer.Exit(1)
+        except KeyboardInterrupt:
+            sys.stdout.write("\n")
+            raise typer.Exit(130)
+        return
+    session.interactive()
+
+
+def _load_for_run(name: str):
+    from pathlib import Path
+
+    from ominix import _blas
+
+    _blas.warn_once_if_slow()
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        from ominix.hub.download import ensure_local
+
+        with PullProgress() as progress:
+            path = ensure_local(name, on_event=progress.on_event)
+    from ominix.engine.load import load
+
+    return load(path)
+
+
+class _ChatSession:
+    """The conversation behind `ominix run`: history, commands, streaming to the terminal."""
+
+    HELP = (
+        "Commands:\n"
+        "  /system TEXT   set the system prompt (clears nothing else)\n"
+        "  /clear         forget the conversation\n"
+        "  /bye           leave (or Ctrl-D)\n"
+        "  /?             this help\n"
+        "Ctrl-C stops the current answer."
+    )
+
+    def __init__(self, model, tokenizer, *, system=None, think=None, verbose=False):
+        self.model, self.tokenizer = model, tokenizer
+        self.system, self.think, self.verbose = system, think, verbose
+        self.history: list[dict] = []
+        self.max_tokens = 2048
+
+    def sampling_params(self, temp, top_p, seed):
+        from ominix.engine.sample import SamplingParams
+
+        # Unset options fall back to the checkpoint's generation_config.json (what its authors tuned).
+        defaults = self.tokenizer.generation_config
+        sampled = defaults.get("do_sample", True)
+        return SamplingParams(
+            temperature=temp if temp is not None else (defaults.get("temperature", 0.7) if sampled else 0.0),
+            top_p=top_p if top_p is not None else defaults.get("top_p", 1.0),
+            top_k=defaults.get("top_k", 0) or 0,
+            seed=seed,
+        )
+
+    def prompt(self, messages: list[dict]) -> str:
+        if self.tokenizer.chat_template is None:  # a base model: plain continuation of the last message
+            return messages[-1]["content"]
+        extra = {} if self.think is None else {"enable_thinking": self.think}
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, **extra)
+
+    def ask(self, text: str) -> bool:
+        """Answer one user turn, streaming to stdout; keep it in the history. False on failure."""
+        import sys
+
+        from ominix.engine.generate import stream_generate
+
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        messages = system + self.history + [{"role": "user", "content": text}]
+        pieces, last = [], None
+        try:
+            prompt = self.prompt(messages)
+            for last in stream_generate(self.model, self.tokenizer, prompt, self.params, max_tokens=self.max_tokens):
+                sys.stdout.write(last.text)
+                sys.stdout.flush()
+                pieces.append(last.text)
+        except ValueError as error:  # a template that rejects the conversation, a bad option
+            typer.echo(f"error: {error}", err=True)
+            return False
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": "".join(pieces)}]
+        if self.verbose and last is not None:
+            self.print_stats(last)
+        return True
+
+    def print_stats(self, r) -> None:
+        lines = [
+            ("prompt eval count", f"{r.prompt_tokens} token(s)"),
+            ("prompt eval rate", f"{r.prompt_tps:.2f} tokens/s"),
+            ("eval count", f"{r.generation_tokens} token(s)"),
+            ("eval rate", f"{r.generation_tps:.2f} tokens/s"),
+            ("time to first token", f"{r.ttft * 1000:.1f} ms"),
+            ("peak memory", f"{r.peak_memory:.3f} GB"),
+        ]
+        for name, value in lines:
+            typer.echo(f"{name + ':':<21} {value}", err=True)
+
+    def interactive(self) -> None:
+        import sys
+
+        typer.echo("Send a message (/? for help)", err=True)
+        while True:
+            try:
+                line = input(">>> ")
+            except EOFError:
+                sys.stdout.write("\n")
+                return
+            except KeyboardInterrupt:
+                typer.echo("\nUse Ctrl + d or /bye to exit.", err=True)
+                continue
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                if not self.command(line):
+                    return
+                continue
+            try:
+                self.ask(line)
+            except KeyboardInterrupt:  # stop this answer; the turn is dropped, the session goes on
+                sys.stdout.write("\n")
+                typer.echo("(stopped)", err=True)
+
+    def command(self, line: str) -> bool:
+        """Run a /command; False means leave."""
+        name, _, arg = line.partition(" ")
+        if name in ("/bye", "/exit", "/quit"):
+            return False
+        if name == "/clear":
+            self.history.clear()
+            typer.echo("Cleared session context.", err=True)
+        elif name == "/system":
+            self.system = arg.strip() or None
+            typer.echo("Set system message." if self.system else "Removed system message.", err=True)
+        elif name in ("/?", "/help"):
+            typer.echo(self.HELP, err=True)
+        else:
+            typer.echo(f"Unknown command '{name}'. Type /? for help.", err=True)
+        return True
+
+
+
+@app.command()
+def bench(
+    model: str = typer.Argument(..., help="Catalog id, owner/repo, or a checkpoint directory."),
+    prompt_tokens: int = typer.Option(512, "-p", "--prompt-tokens", help="Random prompt length."),
+    generation_tokens: int = typer.Option(128, "-g", "--generation-tokens", help="Tokens to generate."),
+    trials: int = typer.Option(3, "-n", "--num-trials", help="Timed runs (after one warm-up)."),
+    prefill_step_size: int = typer.Option(None, "--prefill-step-size",
+                                          help="Prompt chunk size (default: the engine's for this device)."),
+    dtype: str = typer.Option(None, "--dtype", help="Compute dtype override (float32, bfloat16, float16)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Measure prompt and generation tokens/sec, time to first token, and peak memory."""
+    import json
+
+    from ominix import _blas
+    from ominix.bench import BenchError, format_result, run_bench
+
+    _blas.warn_once_if_slow()
+    try:
+        result = run_bench(model, prompt_tokens, generation_tokens, trials,
+                           prefill_step_size=prefill_step_size, dtype=dtype)  # fmt: skip
+    except BenchError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(result, indent=2) if as_json else format_result(result))

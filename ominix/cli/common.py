@@ -1,0 +1,134 @@
+"""Pieces every command module shares: the typer app, one-line errors, tables, the pull progress bar."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="ominix",
+    help="Run open models locally on MLX and serve them behind an OpenAI-compatible API.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(error: Exception, code: int = 1):
+    """One clear line on stderr, no traceback."""
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(code)
+
+
+def store_guard():
+    """Context manager turning catalog/store errors into `fail`."""
+    import contextlib
+
+    from ominix.hub.store import StoreError
+    from ominix.registry import RegistryError
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except (RegistryError, StoreError) as error:
+            fail(error)
+
+    return guard()
+
+
+def human_size(n: int | None) -> str:
+    if not n:
+        return "-"
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def verified_text(value) -> str:
+    return {True: "yes", False: "FAILED", None: "-"}[value]
+
+
+def new_table(*columns: str):
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in columns:
+        table.add_column(name, overflow="fold", no_wrap=name != columns[-1])
+    return table
+
+
+def print_table(table) -> None:
+    import sys
+
+    from rich.console import Console
+
+    # Piped output keeps whole rows (no wrapping at 80 columns) so scripts can grep it.
+    Console(width=None if sys.stdout.isatty() else 1000).print(table)
+
+
+def json_lines():
+    """An event handler printing one JSON object per line; events come from several threads."""
+    import json
+    import sys
+    import threading
+
+    lock = threading.Lock()
+
+    def print_event(event: dict) -> None:
+        with lock:
+            sys.stdout.write(json.dumps(event) + "\n")
+            sys.stdout.flush()
+
+    return print_event
+
+
+
+class PullProgress:
+    """Renders pull events as a rich progress bar (bytes, speed, time left) on stderr. The bar starts
+    with the plan, so errors raised before it leave a clean stderr."""
+
+    def __enter__(self):
+        self.bar = None
+        self.files_done = 0
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+
+    def on_event(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "plan":
+            self._start(event)
+        elif self.bar is None:
+            return
+        elif kind == "progress":
+            self.bar.update(self.task, completed=event["bytes"])
+        elif kind == "file_done":
+            self.files_done += 1
+            self.bar.update(self.task, description=self._label())
+        elif kind == "done":
+            self.bar.update(self.task, completed=event.get("total_bytes") or 0)
+
+    def _start(self, event: dict) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.name, self.files = event["id"], len(event["files"])
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                            TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+        self.bar.start()
+        self.task = self.bar.add_task(self._label(), total=event["total_bytes"] or None,
+                                      completed=event["total_bytes"] - event["remaining_bytes"])
+
+    def _label(self) -> str:
+        return f"{self.name} [{self.files_done}/{self.files} files]"
+

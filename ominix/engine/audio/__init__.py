@@ -1,0 +1,1 @@
+"""Speech in and out: decoding and resampling (PyAV), features, windows, transcribe and speak jobs."""

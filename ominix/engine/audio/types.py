@@ -1,0 +1,54 @@
+"""What every speech-recognition model gives the engine, whatever its family.
+
+An ASR kind's loader returns an object with this shape (a `SpeechRecognizer`); the transcription
+job cuts audio into windows and calls `transcribe_window` once per worker step, so a long file
+never holds the inference thread for more than one window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+SAMPLE_RATE = 16_000  # every recognizer takes 16 kHz mono float32 in [-1, 1]
+
+
+@dataclass
+class Word:
+    start: float  # seconds from the start of the whole audio
+    end: float
+    word: str
+    probability: float | None = None
+
+
+@dataclass
+class Segment:
+    start: float
+    end: float
+    text: str
+    words: list[Word] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    temperature: float | None = None
+
+
+@dataclass
+class Transcript:
+    text: str
+    language: str | None
+    duration: float  # seconds of audio
+    segments: list[Segment] = field(default_factory=list)
+
+
+class SpeechRecognizer(Protocol):
+    window_seconds: float  # the audio one call handles (Whisper: 30 s)
+
+    def transcribe_window(self, audio: np.ndarray, *, offset: float = 0.0, language: str | None = None,
+                          prompt: str | None = None, task: str = "transcribe", temperature: float = 0.0,
+                          word_timestamps: bool = False) -> tuple[list[Segment], str | None]:
+        """Recognise one window (16 kHz mono float32) starting `offset` seconds into the audio;
+        return its segments (times global) and the language it detected or was given."""
+        ...
