@@ -124,3 +124,26 @@ def wer(reference: str, hypothesis: str) -> float:
         for j, h in enumerate(hyp, 1):
             prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
     return d[len(hyp)] / max(1, len(ref))
+
+
+# About 70 seconds when spoken: longer than two Whisper windows, so long-audio paths run.
+LONG_TEXT = (
+    "Good morning everyone, and welcome to the weekly project meeting. "
+    "Today we will review the schedule, the budget and the open questions from last week. "
+    "The first item is the new warehouse in the north of the city. "
+    "Construction started in March and the roof should be finished by the end of the month. "
+    "The second item is the budget. We spent a little less than we planned, which is good news. "
+    "The third item is hiring. We need two more engineers and one designer before the summer. "
+    "Please send your suggestions to the team by Friday afternoon. "
+    "Finally, the office will be closed next Monday because of the public holiday. "
+    "If you have any questions, you can ask them now or send me an email later today. "
+    "Before we finish, a few words about the new coffee machine in the kitchen. "
+    "It makes very good coffee, but please clean it after you use it. "
+    "The cleaning instructions are on the wall next to the sink. "
+    "Our next customer visit is planned for the second week of June. "
+    "The visitors will arrive by train in the morning and stay for lunch. "
+    "We will show them the laboratory, the test bench and the new prototype. "
+    "Anna will prepare the presentation and Peter will book the meeting room. "
+    "The quarterly report is almost ready and will be shared on Wednesday. "
+    "Thank you all for coming, and have a wonderful week."
+)

@@ -1,0 +1,146 @@
+"""TranscribeJob: speech to text over any `SpeechRecognizer`, one audio window per worker step.
+
+Audio is decoded lazily (engine/audio/decode.py), so an hour-long file holds about one window in
+memory. Timestamps are global: each window's offset is added by the recognizer. A recognizer may
+return how many seconds of its window it consumed (Whisper stops at its last complete segment, and
+the next window starts there); one that does not is given windows cut at the quietest moment near
+their end, so no word is split between two windows.
+
+Events sent with `ticket.emit`: `SegmentEvent` for each recognised segment, `ProgressEvent` after
+each window. The result is a `Transcript`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ominix.engine.audio.decode import SILENCE_PEAK, AudioStream, SilentAudioError, open_audio
+from ominix.engine.audio.types import SAMPLE_RATE, Segment, Transcript
+from ominix.engine.worker import StepJob
+
+CUT_SEARCH = 0.2  # fraction of a window's end searched for the quietest cut point
+CUT_FRAME = int(0.025 * SAMPLE_RATE)
+
+
+@dataclass
+class SegmentEvent:
+    segment: Segment
+    index: int  # 0, 1, 2 ... over the whole transcript
+
+
+@dataclass
+class ProgressEvent:
+    seconds_done: float
+    seconds_total: float | None
+
+
+def quietest_cut(audio: np.ndarray, search: float = CUT_SEARCH) -> int:
+    """Sample index in the last `search` of `audio` where 25 ms of it is quietest."""
+    start = int(len(audio) * (1 - search))
+    tail = audio[start:]
+    n = len(tail) // CUT_FRAME
+    if n < 2:
+        return len(audio)
+    energy = (tail[: n * CUT_FRAME].reshape(n, CUT_FRAME) ** 2).mean(axis=1)
+    return start + int(np.argmin(energy)) * CUT_FRAME + CUT_FRAME // 2
+
+
+class TranscribeJob(StepJob):
+    """source: a path, bytes, a binary file, or an already opened AudioStream (which the job then
+    owns and closes)."""
+
+    def __init__(self, source, *, language: str | None = None, prompt: str | None = None,
+                 task: str = "transcribe", temperature: float = 0.0, word_timestamps: bool = False,
+                 limits: dict | None = None):
+        self.source = source
+        self.language = language
+        self.prompt = prompt
+        self.task = task
+        self.temperature = temperature
+        self.word_timestamps = word_timestamps
+        self.limits = limits or {}
+        self.stream: AudioStream | None = source if isinstance(source, AudioStream) else None
+        self.segments: list[Segment] = []
+        self.detected: str | None = None
+        self.seek = 0  # samples consumed so far
+        self.windows = 0
+
+    def begin(self, resident, ticket) -> None:
+        # A pool Resident holds the recognizer in `.model`; tests and the CLI pass it directly.
+        self.recognizer = resident if hasattr(resident, "transcribe_window") else resident.model
+        self.ticket = ticket
+        if self.stream is None:
+            self.stream = open_audio(self.source, **self.limits)
+        self.window = int(self.recognizer.window_seconds * SAMPLE_RATE)
+
+    def step(self) -> bool:
+        stream = self.stream
+        audio = stream.read(self.seek, self.window)
+        if len(audio) == 0:
+            return self._finish()
+        last = stream.at_end(self.seek + len(audio))
+        if not last and not getattr(self.recognizer, "reports_consumed", False):
+            audio = audio[:quietest_cut(audio)]
+        if float(np.abs(audio).max()) < SILENCE_PEAK:
+            out = ([], None)  # digital silence: nothing to hear, and models hallucinate on it
+        else:
+            out = self.recognizer.transcribe_window(
+                audio, offset=self.seek / SAMPLE_RATE, language=self.language or self.detected,
+                prompt=self.prompt, task=self.task, temperature=self.temperature,
+                word_timestamps=self.word_timestamps)
+        segments, language = out[0], out[1]
+        consumed = out[2] if len(out) > 2 else len(audio) / SAMPLE_RATE
+        self.detected = self.detected or language  # later windows keep the first window's language
+        for seg in segments:
+            self.ticket.emit(SegmentEvent(seg, len(self.segments)))
+            self.segments.append(seg)
+        # Always move forward, whatever the recognizer says (a zero-length segment cannot stall).
+        advance = min(int(round(consumed * SAMPLE_RATE)), len(audio))
+        self.seek += advance if advance > 0 else len(audio)
+        self.windows += 1
+        self.ticket.emit(ProgressEvent(self.seek / SAMPLE_RATE, stream.duration))
+        if stream.at_end(self.seek):
+            return self._finish()
+        return False
+
+    def _finish(self) -> bool:
+        if not self.segments and self.stream.peak < SILENCE_PEAK:
+            raise SilentAudioError("the audio is silent (no sample above -80 dBFS)")
+        return True
+
+    def result(self) -> Transcript:
+        text = "".join(seg.text for seg in self.segments).strip()
+        return Transcript(text=text, language=self.language or self.detected,
+                          duration=self.stream.duration or self.seek / SAMPLE_RATE,
+                          segments=self.segments)
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+
+class _Collect:
+    """A ticket that keeps events (for running a job directly, as the CLI and tests do)."""
+
+    def __init__(self, on_event=None):
+        self.events = []
+        self.on_event = on_event
+
+    def emit(self, event) -> None:
+        self.events.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+
+def run_job(job: StepJob, resident, on_event=None):
+    """Drive a StepJob to completion on this thread (no worker): begin, step until done, result."""
+    ticket = _Collect(on_event)
+    try:
+        job.begin(resident, ticket)
+        while not job.step():
+            pass
+        return job.result()
+    finally:
+        job.close()
