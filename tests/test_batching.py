@@ -8,13 +8,13 @@ import queue
 import mlx.core as mx
 import pytest
 
-from ominix.engine.batch import Batch, BatchKVCache
-from ominix.engine.cache import make_cache
-from ominix.engine.generate import generate
+from ominix.engine.llm.batch import Batch, BatchKVCache
+from ominix.engine.llm.cache import make_cache
+from ominix.engine.llm.generate import generate
 from ominix.engine.load import load
 from ominix.engine.pool import ModelPool
-from ominix.engine.sample import SamplingParams
-from ominix.engine.scheduler import ChoiceDone, Done, Failed, GenerateJob, Scheduler, TokenEvent
+from ominix.engine.llm.jobs import ChoiceDone, GenerateJob, TokenEvent
+from ominix.engine.worker import Done, Failed, Worker
 from tests.server_fixtures import random_qwen3
 
 
@@ -27,7 +27,7 @@ def checkpoint(tmp_path_factory):
 def scheduler(checkpoint):
     pool = ModelPool(use_catalog=False)
     pool.register(str(checkpoint), "tiny")
-    s = Scheduler(pool, prompt_cache_bytes=0)
+    s = Worker(pool, prompt_cache_bytes=0)
     s.start()
     yield s
     s.stop()
@@ -67,11 +67,11 @@ CASES = [  # (prompt ids, sampling, max_tokens): different lengths, so rows are 
 def solo_tokens(checkpoint, prompt, sampling, max_tokens) -> list[int]:
     """Decoding alone with engine/generate.py, with the checkpoint's generation_config defaults
     (top_k, top_p) for unset fields, as the server applies them."""
-    from ominix.engine.scheduler import _generation_defaults
+    from ominix.engine.llm.sample import sampling_params
 
     model, tokenizer = load(checkpoint)
     bias = {int(k): v for k, v in NO_EOS["logit_bias"].items()}
-    params = SamplingParams(**{**_generation_defaults(tokenizer), **sampling, "logit_bias": bias})
+    params = sampling_params(tokenizer.generation_config, {**sampling, "logit_bias": bias})
     return generate(model, tokenizer, prompt, params, max_tokens=max_tokens).tokens
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from ominix.api.app import create_app
 from ominix.engine.pool import ModelPool
-from ominix.engine.prompt_cache import PromptCache
+from ominix.engine.llm.prompt_cache import PromptCache
 from tests.server_fixtures import ServerThread, random_qwen3
 
 
@@ -71,7 +71,7 @@ def test_second_turn_prefills_only_the_new_tokens_and_answers_the_same(servers):
     cached, uncached = servers
     system = {"role": "system", "content": "You are terse. " * 60}
     turn1 = [system, {"role": "user", "content": "hello there"}]
-    scheduler = cached.app.state.scheduler
+    scheduler = cached.app.state.worker
     r1 = chat(cached, turn1)
     assert r1.usage.prompt_tokens_details.cached_tokens == 0
     turn2 = turn1 + [{"role": "assistant", "content": r1.choices[0].message.content},
