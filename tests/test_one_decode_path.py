@@ -59,7 +59,7 @@ LAYERS = {
          "ominix.engine.llm.constrained", "ominix.bench"],
         ["ominix.api", "ominix.cli", "fastapi", "starlette", "uvicorn"]),
     "hub, registry and kinds import no MLX and no engine": (
-        ["ominix.hub.download", "ominix.hub.store", "ominix.hub.sources", "ominix.registry", "ominix.kinds"],
+        ["ominix.hub.download", "ominix.hub.store", "ominix.hub.sources", "ominix.registry", "ominix.entries", "ominix.kinds"],
         ["mlx", "ominix.engine", "ominix.models"]),
     "models import no engine": (
         ["ominix.models." + m for m in ("qwen3", "qwen2", "bert", "mistral", "glm4", "minicpm", "qwen3_moe",

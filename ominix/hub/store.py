@@ -192,7 +192,7 @@ def _read_manifest(folder: Path) -> dict | None:
 
 def _manual_present(entry: ModelEntry) -> bool:
     folder = entry.local_path
-    return folder.is_dir() and any((folder / f).exists() for f in entry.source.get("files", []))
+    return folder.is_dir() and any((folder / f).exists() for f in entry.source.files)
 
 
 def list_installed(catalog: Catalog | None = None) -> list[InstalledModel]:
@@ -232,10 +232,10 @@ def list_installed(catalog: Catalog | None = None) -> list[InstalledModel]:
         if folder.resolve() in listed:
             continue
         fmt, quant = detect_format_and_quantization(folder, name=entry.name)
-        files = [folder / f for f in entry.source["files"]]
+        files = [folder / f for f in entry.source.files]
         found.append(InstalledModel(
             id=entry.id, path=folder, size_bytes=_unique_size(files),
-            quantization=entry.runtime.get("quantization") or quant, format=fmt, entry=entry,
+            quantization=entry.runtime.quantization or quant, format=fmt, entry=entry,
             revision=None, verified=_remembered(state, folder), kind="manual"))
     return sorted(found, key=lambda m: m.id.lower())
 
@@ -503,7 +503,7 @@ def verify(name: str, catalog: Catalog | None = None) -> VerifyReport:
     elif loc.kind == "store":
         _verify_manifest(loc.path, report)
     elif loc.kind == "manual":
-        _verify_files_present(loc.path, loc.entry.source["files"], report)
+        _verify_files_present(loc.path, loc.entry.source.files, report)
     else:
         files = [p.relative_to(loc.path).as_posix() for p in _files_under(loc.path)]
         _verify_files_present(loc.path, files, report)
