@@ -64,11 +64,6 @@ class UnknownModelError(RegistryError):
 class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow")
 
-    def get(self, key: str, default=None):
-        """Dict-style reading of an optional field."""
-        value = getattr(self, key, None)
-        return default if value is None else value
-
     def to_dict(self) -> dict:
         """The record as catalog JSON: the fields it was given."""
         return self.model_dump(mode="json", exclude_unset=True)

@@ -201,7 +201,6 @@ def scan(
     print_table(table)
 
 
-
 registry_app = typer.Typer(help="Check and edit the model catalog (your overlay file).", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
 
