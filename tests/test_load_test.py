@@ -56,12 +56,12 @@ def memory(server) -> int:
 
 
 def wait_idle(server, timeout=20):
-    scheduler = server.app.state.worker
+    worker = server.app.state.worker
     deadline = time.time() + timeout
-    while (scheduler.busy.is_set() or scheduler.running_sequences) and time.time() < deadline:
+    while (worker.busy.is_set() or worker.running_sequences) and time.time() < deadline:
         time.sleep(0.02)
     h = httpx.get(server.url + "/health").json()
-    assert h["running_sequences"] == 0 and h["queue_depth"] == 0 and not scheduler.busy.is_set()
+    assert h["running_sequences"] == 0 and h["queue_depth"] == 0 and not worker.busy.is_set()
 
 
 def test_32_concurrent_streams_equal_solo_and_memory_returns(server):
