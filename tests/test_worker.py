@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 
+import httpx
 import mlx.core as mx
 import openai
 import pytest
@@ -105,6 +106,9 @@ def test_chat_streams_between_the_steps_of_a_long_job(server, client):
     steps_after_cancel = [t for t in job.step_times if t > cancelled_at]
     assert len(steps_after_cancel) <= 1  # stopped before its next step
     assert server.app.state.worker.running_jobs == 0
+    health = httpx.get(server.url + "/health").json()
+    assert health["running_jobs"] == 0
+    assert "ominix_job_steps" in httpx.get(server.url + "/metrics").text
     stream_chat(server, client, max_tokens=4)  # and the thread is free
 
 
