@@ -18,7 +18,7 @@ import numpy as np
 
 from ominix.engine.audio.decode import SILENCE_PEAK, AudioStream, SilentAudioError, open_audio
 from ominix.engine.audio.types import SAMPLE_RATE, Segment, Transcript
-from ominix.engine.worker import StepJob
+from ominix.engine.job import StepJob
 
 CUT_SEARCH = 0.2  # fraction of a window's end searched for the quietest cut point
 CUT_FRAME = int(0.025 * SAMPLE_RATE)
@@ -50,6 +50,8 @@ def quietest_cut(audio: np.ndarray, search: float = CUT_SEARCH) -> int:
 class TranscribeJob(StepJob):
     """source: a path, bytes, a binary file, or an already opened AudioStream (which the job then
     owns and closes)."""
+
+    kind = "asr"
 
     def __init__(self, source, *, language: str | None = None, prompt: str | None = None,
                  task: str = "transcribe", temperature: float = 0.0, word_timestamps: bool = False,

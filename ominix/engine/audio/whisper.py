@@ -22,7 +22,7 @@ from ominix.engine.audio.whisper_decode import (
     FALLBACK_TEMPERATURES, TIME_PRECISION, LogitRules, decode_greedy, is_silence, needs_fallback,
     split_segments)
 from ominix.engine.audio.whisper_tokenizer import TokenizerError, WhisperTokenizer, language_code
-from ominix.engine.cache import KVCache
+from ominix.engine.llm.cache import KVCache
 from ominix.engine.load import (
     LoadError, apply_compute_dtype, build_model, checkpoint_float_dtype, dtype_name, parse_dtype,
     read_config, read_weights)
