@@ -201,9 +201,13 @@ def load_whisper(path: str | Path, *, dtype: str | None = None) -> WhisperRecogn
     if override or device.type != mx.DeviceType.gpu:
         apply_compute_dtype(model, target, device)
     mx.eval(model.parameters())
-    tokenizer_file = path / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        raise LoadError(f"no tokenizer.json in {path}: {TOKENIZER_HINT}")
+    from ominix.hub.whisper import find_tokenizer, needs_tokenizer
+
+    tokenizer_file = find_tokenizer(path)
+    if tokenizer_file is None:
+        repo = needs_tokenizer(path) or "openai/whisper-*"
+        raise LoadError(f"no tokenizer.json in {path}: {TOKENIZER_HINT} (run `ominix pull {repo} "
+                        f"--include tokenizer.json`)")
     try:
         tok = WhisperTokenizer(tokenizer_file, model.args.n_vocab)
     except TokenizerError as e:
