@@ -1,4 +1,5 @@
-"""TranscribeJob: speech to text over any `SpeechRecognizer`, one audio window per worker step.
+"""TranscribeJob: speech to text over any `SpeechRecognizer`, one bounded unit per worker step (a
+window; with a stepped recognizer such as Whisper, the encoder or one decoder pass).
 
 Audio is decoded lazily (engine/audio/decode.py), so an hour-long file holds about one window in
 memory. Timestamps are global: each window's offset is added by the recognizer. A recognizer may
@@ -68,6 +69,8 @@ class TranscribeJob(StepJob):
         self.detected: str | None = None
         self.seek = 0  # samples consumed so far
         self.windows = 0
+        self._steps = None  # the current window's step generator (stepped recognizers)
+        self._window_len = 0
 
     def begin(self, resident, ticket) -> None:
         # A pool Resident holds the recognizer in `.model`; tests and the CLI pass it directly.
@@ -78,6 +81,17 @@ class TranscribeJob(StepJob):
         self.window = int(self.recognizer.window_seconds * SAMPLE_RATE)
 
     def step(self) -> bool:
+        if self._steps is None:
+            return self._start_window()
+        try:
+            next(self._steps)
+            return False
+        except StopIteration as done:
+            self._steps = None
+            return self._end_window(done.value)
+
+    def _start_window(self) -> bool:
+        """Read the next window; a stepped recognizer starts on it, any other runs it now."""
         stream = self.stream
         audio = stream.read(self.seek, self.window)
         if len(audio) == 0:
@@ -85,25 +99,31 @@ class TranscribeJob(StepJob):
         last = stream.at_end(self.seek + len(audio))
         if not last and not getattr(self.recognizer, "reports_consumed", False):
             audio = audio[:quietest_cut(audio)]
+        self._window_len = len(audio)
         if float(np.abs(audio).max()) < SILENCE_PEAK:
-            out = ([], None)  # digital silence: nothing to hear, and models hallucinate on it
-        else:
-            out = self.recognizer.transcribe_window(
-                audio, offset=self.seek / SAMPLE_RATE, language=self.language or self.detected,
-                prompt=self.prompt, task=self.task, temperature=self.temperature,
-                word_timestamps=self.word_timestamps)
+            # Digital silence: nothing to hear, and models hallucinate on it.
+            return self._end_window(([], None))
+        options = dict(offset=self.seek / SAMPLE_RATE, language=self.language or self.detected,
+                       prompt=self.prompt, task=self.task, temperature=self.temperature,
+                       word_timestamps=self.word_timestamps)
+        if hasattr(self.recognizer, "window_steps"):  # optional: one bounded unit per step
+            self._steps = self.recognizer.window_steps(audio, **options)
+            return self.step()
+        return self._end_window(self.recognizer.transcribe_window(audio, **options))
+
+    def _end_window(self, out) -> bool:
         segments, language = out[0], out[1]
-        consumed = out[2] if len(out) > 2 else len(audio) / SAMPLE_RATE
+        consumed = out[2] if len(out) > 2 else self._window_len / SAMPLE_RATE
         self.detected = self.detected or language  # later windows keep the first window's language
         for seg in segments:
             self.ticket.emit(SegmentEvent(seg, len(self.segments)))
             self.segments.append(seg)
         # Always move forward, whatever the recognizer says (a zero-length segment cannot stall).
-        advance = min(int(round(consumed * SAMPLE_RATE)), len(audio))
-        self.seek += advance if advance > 0 else len(audio)
+        advance = min(int(round(consumed * SAMPLE_RATE)), self._window_len)
+        self.seek += advance if advance > 0 else self._window_len
         self.windows += 1
-        self.ticket.emit(ProgressEvent(self.seek / SAMPLE_RATE, stream.duration))
-        if stream.at_end(self.seek):
+        self.ticket.emit(ProgressEvent(self.seek / SAMPLE_RATE, self.stream.duration))
+        if self.stream.at_end(self.seek):
             return self._finish()
         return False
 
@@ -119,6 +139,8 @@ class TranscribeJob(StepJob):
                           segments=self.segments)
 
     def close(self) -> None:
+        if self._steps is not None:
+            self._steps.close()
         if self.stream is not None:
             self.stream.close()
 

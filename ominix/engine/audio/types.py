@@ -48,7 +48,11 @@ class SpeechRecognizer(Protocol):
     """Compatible extension (optional): a recognizer that sets `reports_consumed = True` returns a
     third value, the seconds of the window it consumed; the next window starts there (Whisper
     stops at its last complete segment). Without it, the job cuts each window at its quietest
-    moment near the end and the next window starts at the cut."""
+    moment near the end and the next window starts at the cut.
+
+    Also optional: `window_steps(audio, **same options)`, a generator doing the same work one
+    bounded unit per `next()` (the encoder, one decoder pass) and returning what
+    `transcribe_window` returns; the job then runs one unit per worker step."""
 
     window_seconds: float  # the audio one call handles (Whisper: 30 s)
 

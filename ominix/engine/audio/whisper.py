@@ -19,7 +19,7 @@ from ominix.engine.audio.alignment import find_words
 from ominix.engine.audio.features import N_SAMPLES, log_mel
 from ominix.engine.audio.types import SAMPLE_RATE, Segment
 from ominix.engine.audio.whisper_decode import (
-    FALLBACK_TEMPERATURES, TIME_PRECISION, LogitRules, decode_greedy, is_silence, needs_fallback,
+    FALLBACK_TEMPERATURES, TIME_PRECISION, LogitRules, decode_steps, drain, is_silence, needs_fallback,
     split_segments)
 from ominix.engine.audio.whisper_tokenizer import TokenizerError, WhisperTokenizer, language_code
 from ominix.engine.llm.cache import KVCache
@@ -101,20 +101,27 @@ class WhisperRecognizer:
 
     # --- SpeechRecognizer -----------------------------------------------------------------------
 
-    def transcribe_window(self, audio: np.ndarray, *, offset: float = 0.0, language: str | None = None,
-                          prompt: str | None = None, task: str = "transcribe", temperature: float = 0.0,
-                          word_timestamps: bool = False) -> tuple[list[Segment], str | None, float]:
+    def transcribe_window(self, audio: np.ndarray, **options) -> tuple[list[Segment], str | None, float]:
+        return drain(self.window_steps(audio, **options))
+
+    def window_steps(self, audio: np.ndarray, *, offset: float = 0.0, language: str | None = None,
+                     prompt: str | None = None, task: str = "transcribe", temperature: float = 0.0,
+                     word_timestamps: bool = False):
+        """`transcribe_window` as a generator that yields after the encoder and after every
+        decoder forward pass (the TranscribeJob runs one per worker step); returns
+        (segments, language, seconds consumed)."""
         if task not in ("transcribe", "translate"):
             raise ValueError(f"task must be 'transcribe' or 'translate', not {task!r}")
         seconds = min(len(audio), N_SAMPLES) / SAMPLE_RATE
-        cross_kv = self.encode(audio)
         lang = language_code(language)
+        if self.multilingual and lang is not None and lang not in self.tok.language_tokens:
+            raise ValueError(f"this model does not know language '{lang}'")
+        cross_kv = self.encode(audio)
+        yield
         if not self.multilingual:
             lang = "en"
         elif lang is None:
             lang, _ = self.detect_language(cross_kv)
-        elif lang not in self.tok.language_tokens:
-            raise ValueError(f"this model does not know language '{lang}'")
         initial = self._initial_tokens(lang, task, prompt)
         tb = self.tok.timestamp_begin
         rules = LogitRules(self.tok, len(initial), self.suppress,
@@ -122,10 +129,10 @@ class WhisperRecognizer:
         temperatures = FALLBACK_TEMPERATURES if temperature == 0 else (float(temperature),)
         rng = np.random.default_rng(int(offset * 1000))
         for t in temperatures:
-            result = decode_greedy(self.model, self.tok, cross_kv, initial, rules, temperature=t,
-                                   sample_len=self.args.n_text_ctx // 2, n_ctx=self.args.n_text_ctx,
-                                   make_cache=self.make_cache, rng=rng,
-                                   sot_index=initial.index(self.tok.sot))
+            result = yield from decode_steps(
+                self.model, self.tok, cross_kv, initial, rules, temperature=t,
+                sample_len=self.args.n_text_ctx // 2, n_ctx=self.args.n_text_ctx,
+                make_cache=self.make_cache, rng=rng, sot_index=initial.index(self.tok.sot))
             if not needs_fallback(result):
                 break
         if is_silence(result):
@@ -143,6 +150,7 @@ class WhisperRecognizer:
                 no_speech_prob=result.no_speech_prob, temperature=result.temperature,
                 compression_ratio=result.compression_ratio))
         if word_timestamps and segments:
+            yield
             self._add_words(segments, cross_kv, lang, task, len(audio), offset)
         return segments, lang, consumed if consumed > 0 else seconds
 

@@ -89,15 +89,17 @@ class LogitRules:
         return logits
 
 
-def decode_greedy(model, tok, cross_kv, initial: list[int], rules: LogitRules, *, temperature: float,
-                  sample_len: int, n_ctx: int, make_cache, rng: np.random.Generator,
-                  sot_index: int) -> DecodeResult:
-    """Sample tokens after `initial` until <|endoftext|>, `sample_len` tokens or the context end."""
+def decode_steps(model, tok, cross_kv, initial: list[int], rules: LogitRules, *, temperature: float,
+                 sample_len: int, n_ctx: int, make_cache, rng: np.random.Generator, sot_index: int):
+    """Sample tokens after `initial` until <|endoftext|>, `sample_len` tokens or the context end.
+    A generator: it yields after every forward pass (so a worker can interleave other work) and
+    returns the DecodeResult."""
     cache = make_cache()
     logits = model.decode(mx.array([initial]), cross_kv, cache)
     first = np.array(logits[0, sot_index].astype(mx.float32))
     no_speech_prob = float(np.exp(log_softmax(first)[tok.no_speech]))
     step_logits = np.array(logits[0, -1].astype(mx.float32))
+    yield
     tokens = list(initial)
     sum_logprob, token_logprobs = 0.0, []
     while True:
@@ -108,19 +110,28 @@ def decode_greedy(model, tok, cross_kv, initial: list[int], rules: LogitRules, *
             p = np.exp(log_softmax(filtered / temperature))
             nxt = int(rng.choice(len(p), p=p / p.sum()))
         logprob = float(log_softmax(filtered)[nxt])
-        if nxt == tok.eot:
-            sum_logprob += logprob
-            break
         sum_logprob += logprob
+        if nxt == tok.eot:
+            break
         token_logprobs.append(logprob)
         tokens.append(nxt)
         if len(tokens) - len(initial) >= sample_len or len(tokens) >= n_ctx:
             break
         logits = model.decode(mx.array([[nxt]]), cross_kv, cache)
         step_logits = np.array(logits[0, -1].astype(mx.float32))
+        yield
     sampled = tokens[len(initial):]
     return DecodeResult(sampled, sum_logprob, no_speech_prob, temperature, token_logprobs,
                         tok.decode(sampled))
+
+
+def drain(steps):
+    """Run a step generator to its end; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 def needs_fallback(r: DecodeResult) -> bool:
