@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 
 from tests.speech_fixtures import SENTENCES, resample_linear, speak
 from tests.test_pull_cli import hub, ominix  # noqa: F401  (the fake hub fixture)
