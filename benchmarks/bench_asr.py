@@ -18,7 +18,8 @@ Every runner runs in its own interpreter:
   faster-whisper    CTranslate2 on the original model.bin, float32, greedy (a reference, not MLX)
 Reported: real-time factor (wall / audio seconds; lower is better), first-segment latency where the
 runner reports segments as it goes, peak memory (MLX's peak for MLX runners, max RSS otherwise),
-and the word error rate against the read text.
+and the word error rate against the read text. Then OminiX's aggregate throughput with several
+requests in flight on one model (decoder steps of all requests share one forward pass per turn).
 """
 
 from __future__ import annotations
@@ -78,6 +79,34 @@ print(json.dumps(runs))
 """
 
 
+CONCURRENT = r"""
+import json, sys, time
+sys.path.insert(0, ".")
+import ominix
+from ominix.engine.audio.whisper import load_whisper
+from ominix.engine.audio.transcribe import TranscribeJob, run_job
+path, audio, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rec = load_whisper(path)
+run_job(TranscribeJob(audio), rec)  # warm-up
+class Ticket:
+    def emit(self, event):
+        pass
+t = time.perf_counter()
+run_job(TranscribeJob(audio), rec)
+one = time.perf_counter() - t
+jobs = [TranscribeJob(audio) for _ in range(n)]
+for job in jobs:
+    job.begin(rec, Ticket())
+t = time.perf_counter()
+active = list(jobs)
+while active:  # what the worker does each turn: every running job one step
+    active = [job for job in active if not job.step()]
+many = time.perf_counter() - t
+texts = {job.result().text for job in jobs}
+print(json.dumps({"one_s": one, "many_s": many, "n": n, "same_text": len(texts) == 1}))
+"""
+
+
 def _run(args: list[str], env=None) -> str:
     r = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})})
     if r.returncode != 0:
@@ -115,6 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--runners", default="ominix,mlx-whisper,mlx-whisper-fp32,faster-whisper")
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight for the throughput line")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     runners = args.runners.split(",")
@@ -133,8 +163,11 @@ def main() -> None:
         if "faster-whisper" in runners:
             out = _run([sys.executable, "-c", FASTER_WHISPER, str(ct2_dir), str(audio), str(args.trials)])
             results.append(summarise("faster-whisper", json.loads(out), seconds, spoken))
+        conc = None
+        if "ominix" in runners and args.concurrency > 1:
+            conc = json.loads(_run([sys.executable, "-c", CONCURRENT, str(model), str(audio), str(args.concurrency)]))
     if args.json:
-        print(json.dumps({"audio_seconds": seconds, "results": results}, indent=2))
+        print(json.dumps({"audio_seconds": seconds, "results": results, "concurrency": conc}, indent=2))
         return
     base = results[0] if results and results[0]["runner"] == "OminiX" else None
     print(f"Whisper tiny.en (real weights), {seconds:.1f} s of speech, median of {args.trials} trial(s)\n")
@@ -145,6 +178,11 @@ def main() -> None:
         ratio = "" if base is None or r is base else f"{r['wall_s'] / base['wall_s']:.2f}x"
         print(f"| {r['runner']} | {r['rtf']:.3f} | {r['wall_s']:.2f} | {first} | {r['peak_memory_gb']:.3f} | "
               f"{r['wer']:.3f} | {ratio} |")
+    if conc:
+        gain = conc["n"] * conc["one_s"] / conc["many_s"]
+        print(f"\nOminiX, {conc['n']} requests at once on one model (stepped like the worker, decoder rows "
+              f"batched): {conc['many_s']:.1f} s vs {conc['one_s']:.1f} s for one; aggregate throughput "
+              f"{gain:.2f}x one request; same text: {conc['same_text']}")
 
 
 if __name__ == "__main__":

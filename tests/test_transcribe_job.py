@@ -84,3 +84,37 @@ def test_whisper_runs_one_bounded_unit_per_step(tmp_path):
     tokens = sum(len(s.tokens) for s in job.segments)
     assert steps >= tokens + 1  # the encoder, then a decoder pass per token, each its own step
     assert "fox" in text.lower()
+
+
+def test_concurrent_jobs_share_decoder_forwards_and_equal_alone(tmp_path):
+    from ominix.engine.audio.whisper import load_whisper
+    from tests.speech_fixtures import SENTENCES, encode, speak
+    from tests.whisper_checkpoints import converted_tiny_en
+
+    rec = load_whisper(converted_tiny_en())
+    paths = []
+    for i in range(3):
+        samples, rate = speak(SENTENCES[i])
+        paths.append(encode(samples, rate, tmp_path / f"s{i}.wav"))
+    alone = [run_job(TranscribeJob(p), rec) for p in paths]
+
+    class Ticket:
+        def emit(self, event):
+            pass
+
+    jobs = [TranscribeJob(p) for p in paths]
+    for job in jobs:
+        job.begin(rec, Ticket())
+    before = rec.batcher.forwards
+    active = list(jobs)
+    while active:  # the worker's turn: every running job one step
+        active = [job for job in active if not job.step()]
+    together = [job.result() for job in jobs]
+    for job in jobs:
+        job.close()
+    rows = sum(len(s.tokens) + 2 for r in together for s in r.segments)  # at least one row per token
+    assert [t.text for t in together] == [a.text for a in alone]
+    assert [[(s.start, s.end) for s in t.segments] for t in together] == \
+        [[(s.start, s.end) for s in a.segments] for a in alone]
+    forwards = rec.batcher.forwards - before
+    assert forwards < 0.6 * rows  # three requests' rows ran in shared forwards

@@ -96,6 +96,18 @@ class MultiHeadAttention(nn.Module):
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
         return self._merge(out)
 
+    def rows(self, x: mx.array, caches=None, kvs=None) -> mx.array:
+        """One new token for each of B independent sequences (x [B, 1, D]): the projections run
+        batched, attention per row against that row's own cache (self) or keys/values (cross)."""
+        q = self._heads(self.query(x))
+        if kvs is None:
+            k, v = self.kv(x)
+            kvs = [cache.update_and_fetch(k[i:i + 1], v[i:i + 1]) for i, cache in enumerate(caches)]
+        scale = q.shape[-1] ** -0.5
+        out = [mx.fast.scaled_dot_product_attention(q[i:i + 1], k, v, scale=scale)
+               for i, (k, v) in enumerate(kvs)]
+        return self._merge(mx.concatenate(out, axis=0))
+
     def qk(self, x: mx.array, kv: tuple[mx.array, mx.array]) -> mx.array:
         """Pre-softmax cross-attention logits [B, heads, L, frames] (word alignment)."""
         q = self._heads(self.query(x))
@@ -118,6 +130,11 @@ class ResidualAttentionBlock(nn.Module):
         x = x + self.attn(self.attn_ln(x), mask=mask, cache=cache)
         if cross_kv is not None:
             x = x + self.cross_attn(self.cross_attn_ln(x), kv=cross_kv)
+        return x + self.mlp2(nn.gelu(self.mlp1(self.mlp_ln(x))))
+
+    def rows(self, x, caches, cross_kvs):
+        x = x + self.attn.rows(self.attn_ln(x), caches=caches)
+        x = x + self.cross_attn.rows(self.cross_attn_ln(x), kvs=cross_kvs)
         return x + self.mlp2(nn.gelu(self.mlp1(self.mlp_ln(x))))
 
 
@@ -173,6 +190,14 @@ class TextDecoder(nn.Module):
         x = self.hidden(tokens, cross_kv, cache)[-1]
         return self.token_embedding.as_linear(self.ln(x))
 
+    def rows(self, tokens: mx.array, cross_kvs: list, caches: list) -> mx.array:
+        """tokens [B, 1], one per sequence; each sequence has its own audio and cache."""
+        offsets = mx.array([cache[0].offset for cache in caches])
+        x = self.token_embedding(tokens) + self.positional_embedding[offsets][:, None, :]
+        for i, block in enumerate(self.blocks):
+            x = block.rows(x, [c[i] for c in caches], [kv[i] for kv in cross_kvs])
+        return self.token_embedding.as_linear(self.ln(x))
+
 
 class Model(nn.Module):
     def __init__(self, args: ModelArgs):
@@ -203,6 +228,10 @@ class Model(nn.Module):
 
     def decode(self, tokens: mx.array, cross_kv: list, cache: list | None = None) -> mx.array:
         return self.decoder(tokens, cross_kv, cache)
+
+    def decode_rows(self, tokens: mx.array, cross_kvs: list, caches: list) -> mx.array:
+        """One decoding step of several independent sequences in one forward (batched requests)."""
+        return self.decoder.rows(tokens, cross_kvs, caches)
 
     def __call__(self, mel: mx.array, tokens: mx.array) -> mx.array:
         return self.decode(tokens, self.cross_kv(self.embed_audio(mel)))

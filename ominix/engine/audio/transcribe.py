@@ -70,6 +70,7 @@ class TranscribeJob(StepJob):
         self.seek = 0  # samples consumed so far
         self.windows = 0
         self._steps = None  # the current window's step generator (stepped recognizers)
+        self._row = None  # its decoding step waiting in the recognizer's RowBatcher
         self._window_len = 0
 
     def begin(self, resident, ticket) -> None:
@@ -83,12 +84,20 @@ class TranscribeJob(StepJob):
     def step(self) -> bool:
         if self._steps is None:
             return self._start_window()
+        send = None
+        if self._row is not None:  # a decoding step waits for its logits
+            if self._row.logits is None:
+                self.recognizer.batcher.flush()  # runs every waiting request's row at once
+            send, self._row = self._row.logits, None
         try:
-            next(self._steps)
-            return False
+            value = self._steps.send(send)
         except StopIteration as done:
             self._steps = None
             return self._end_window(done.value)
+        if hasattr(value, "cross_kv"):  # a Row: submit it; the next step (ours or another's) runs it
+            self._row = value
+            self.recognizer.batcher.submit(value)
+        return False
 
     def _start_window(self) -> bool:
         """Read the next window; a stepped recognizer starts on it, any other runs it now."""
@@ -108,6 +117,7 @@ class TranscribeJob(StepJob):
                        word_timestamps=self.word_timestamps)
         if hasattr(self.recognizer, "window_steps"):  # optional: one bounded unit per step
             self._steps = self.recognizer.window_steps(audio, **options)
+            self._row = None
             return self.step()
         return self._end_window(self.recognizer.transcribe_window(audio, **options))
 
@@ -139,6 +149,8 @@ class TranscribeJob(StepJob):
                           segments=self.segments)
 
     def close(self) -> None:
+        if self._row is not None:
+            self.recognizer.batcher.withdraw(self._row)
         if self._steps is not None:
             self._steps.close()
         if self.stream is not None:

@@ -52,7 +52,10 @@ class SpeechRecognizer(Protocol):
 
     Also optional: `window_steps(audio, **same options)`, a generator doing the same work one
     bounded unit per `next()` (the encoder, one decoder pass) and returning what
-    `transcribe_window` returns; the job then runs one unit per worker step."""
+    `transcribe_window` returns; the job then runs one unit per worker step. It may yield a row
+    request (an object with `.logits`, None until computed) instead: the job submits it to the
+    recognizer's `batcher` and sends back the logits once `batcher.flush()` has run it, so
+    concurrent requests to one model share each forward pass."""
 
     window_seconds: float  # the audio one call handles (Whisper: 30 s)
 

@@ -19,8 +19,8 @@ from ominix.engine.audio.alignment import find_words
 from ominix.engine.audio.features import N_SAMPLES, log_mel
 from ominix.engine.audio.types import SAMPLE_RATE, Segment
 from ominix.engine.audio.whisper_decode import (
-    FALLBACK_TEMPERATURES, TIME_PRECISION, LogitRules, decode_steps, drain, is_silence, needs_fallback,
-    split_segments)
+    FALLBACK_TEMPERATURES, TIME_PRECISION, LogitRules, RowBatcher, decode_steps, drain, is_silence,
+    needs_fallback, split_segments)
 from ominix.engine.audio.whisper_tokenizer import TokenizerError, WhisperTokenizer, language_code
 from ominix.engine.llm.cache import KVCache
 from ominix.models.whisper import MultiHeadAttention
@@ -68,6 +68,7 @@ class WhisperRecognizer:
         self.dtype = dtype
         self.config = config or {}
         self.multilingual = self.args.is_multilingual
+        self.batcher = RowBatcher(model)  # decoder steps of concurrent requests share forwards
 
     # --- the pieces ---------------------------------------------------------------------------
 
@@ -102,14 +103,14 @@ class WhisperRecognizer:
     # --- SpeechRecognizer -----------------------------------------------------------------------
 
     def transcribe_window(self, audio: np.ndarray, **options) -> tuple[list[Segment], str | None, float]:
-        return drain(self.window_steps(audio, **options))
+        return drain(self.window_steps(audio, **options), self.batcher)
 
     def window_steps(self, audio: np.ndarray, *, offset: float = 0.0, language: str | None = None,
                      prompt: str | None = None, task: str = "transcribe", temperature: float = 0.0,
                      word_timestamps: bool = False):
-        """`transcribe_window` as a generator that yields after the encoder and after every
-        decoder forward pass (the TranscribeJob runs one per worker step); returns
-        (segments, language, seconds consumed)."""
+        """`transcribe_window` as a generator that yields after the encoder, and a `Row` for every
+        decoding step (the caller sends back its logits; see RowBatcher); the TranscribeJob runs one
+        unit per worker step. Returns (segments, language, seconds consumed)."""
         if task not in ("transcribe", "translate"):
             raise ValueError(f"task must be 'transcribe' or 'translate', not {task!r}")
         seconds = min(len(audio), N_SAMPLES) / SAMPLE_RATE

@@ -117,21 +117,69 @@ def decode_steps(model, tok, cross_kv, initial: list[int], rules: LogitRules, *,
         tokens.append(nxt)
         if len(tokens) - len(initial) >= sample_len or len(tokens) >= n_ctx:
             break
-        logits = model.decode(mx.array([[nxt]]), cross_kv, cache)
-        step_logits = np.array(logits[0, -1].astype(mx.float32))
-        yield
+        # One token: ask for it as a Row, so concurrent requests can share the forward pass.
+        step_logits = yield Row(nxt, cross_kv, cache)
     sampled = tokens[len(initial):]
     return DecodeResult(sampled, sum_logprob, no_speech_prob, temperature, token_logprobs,
                         tok.decode(sampled))
 
 
-def drain(steps):
-    """Run a step generator to its end; its return value."""
+@dataclass
+class Row:
+    """A decoding step one sequence asks for: its next input token, audio and cache. The caller
+    sends back that row's logits (numpy [vocab])."""
+
+    token: int
+    cross_kv: list
+    cache: list
+    logits: np.ndarray | None = None
+
+
+class RowBatcher:
+    """Rows from concurrent requests to one model, run together in one forward pass.
+
+    A job submits its row and returns; whichever job steps next while rows are waiting runs them
+    all (`flush`). On the single worker thread every turn then costs one batched forward, whatever
+    the number of requests in flight."""
+
+    def __init__(self, model, max_rows: int = 16):
+        self.model = model
+        self.max_rows = max_rows
+        self.pending: list[Row] = []
+        self.forwards = 0  # batched forward passes run (for tests and metrics)
+
+    def submit(self, row: Row) -> None:
+        self.pending.append(row)
+
+    def withdraw(self, row: Row) -> None:
+        if row in self.pending:
+            self.pending.remove(row)
+
+    def flush(self) -> None:
+        while self.pending:
+            rows, self.pending = self.pending[: self.max_rows], self.pending[self.max_rows:]
+            logits = self.model.decode_rows(mx.array([[r.token] for r in rows]),
+                                            [r.cross_kv for r in rows], [r.cache for r in rows])
+            logits = np.array(logits[:, -1].astype(mx.float32))
+            self.forwards += 1
+            for r, row_logits in zip(rows, logits):
+                r.logits = row_logits
+
+
+def drain(steps, batcher: RowBatcher):
+    """Run a step generator to its end alone (rows run at once); its return value."""
+    value = None
     while True:
         try:
-            next(steps)
+            value = steps.send(value)
         except StopIteration as done:
             return done.value
+        if isinstance(value, Row):
+            batcher.submit(value)
+            batcher.flush()
+            value = value.logits
+        else:
+            value = None
 
 
 def needs_fallback(r: DecodeResult) -> bool:
