@@ -47,6 +47,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ominix import config
+from ominix.hub.names import hf_repo_dir, is_repo_id
 
 CATALOG_VERSION = "1.0.0"
 
@@ -76,8 +77,6 @@ _ENTRY_KEYS = {
     "architecture", "aliases", "notes", "requires",
 }
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?"
-_REPO_RE = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -242,7 +241,7 @@ def _check_relpath(path: str, where: str, field_name: str) -> None:
 
 
 def _check_repo_id(repo_id: str, where: str) -> None:
-    if not _REPO_RE.match(repo_id) or "--" in repo_id or ".." in repo_id:
+    if not is_repo_id(repo_id):
         raise _fail(where, "source.repo_id", f"'{repo_id}' is not of the form owner/repo")
 
 
@@ -556,7 +555,8 @@ def make_custom_entry(
     if repo_id is not None:
         repo, _, revision = repo_id.partition("@")
         source = {"kind": "hugging_face", "repo_id": repo, "revision": revision or "main"}
-        local_path = str(config.hf_hub_cache() / ("models--" + repo.replace("/", "--")))
+        _check_repo_id(repo, where)
+        local_path = str(hf_repo_dir(repo))
     elif url is not None:
         source = {"kind": "url", "url": url, "sha256": sha256.lower() if sha256 else None,
                   "filename": Path(urlparse(url).path).name or None}

@@ -37,12 +37,10 @@ def store_guard():
 
 
 def human_size(n: int | None) -> str:
-    if not n:
-        return "-"
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
+    """A size in a table: '-' when unknown or nothing."""
+    from ominix.hub.names import human_bytes
+
+    return human_bytes(n) if n else "-"
 
 
 def verified_text(value) -> str:

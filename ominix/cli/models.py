@@ -316,7 +316,7 @@ def pull(
 def _print_plan(event: dict, as_json: bool) -> None:
     import json
 
-    from ominix.hub.download import human_bytes
+    from ominix.hub.names import human_bytes
 
     if as_json:
         typer.echo(json.dumps(event))
