@@ -224,7 +224,7 @@ def test_fuzz_no_request_gets_a_500(server):
     @given(route_and_body)
     def check(case):
         route, body = case
-        r = http.post(route, content=json.dumps(body))
+        r = http.post(route, content=json.dumps(body), headers={"Content-Type": "application/json"})
         assert r.status_code < 500, (route, body, r.status_code, r.text[:500])
         if r.status_code >= 400:
             assert set(r.json()["error"]) >= {"message", "type", "param", "code"}

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -49,8 +50,19 @@ FINGERPRINT = "ominix-0.1.0"
 # ---- plumbing -----------------------------------------------------------------------------
 
 
+def require_json(request: Request) -> None:
+    """JSON routes take only application/json: a page's text/plain or form POST (sent without a
+    CORS preflight) never reaches them."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        shown = content_type or "none"
+        raise APIError(415, f"Send the request body as JSON with 'Content-Type: application/json' (got {shown}).",
+                       code="unsupported_media_type")
+
+
 async def read_request(request: Request, schema: type[BaseModel]) -> BaseModel:
-    """Read the body within the size limit, parse JSON, validate; every failure is a 400/413."""
+    """Read the body within the size limit, parse JSON, validate; every failure is a 400/413/415."""
+    require_json(request)
     limit = request.app.state.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -73,12 +85,37 @@ async def read_request(request: Request, schema: type[BaseModel]) -> BaseModel:
         raise APIError(400, message, param=param) from None
 
 
-async def resolve(request: Request, name: str, kind: str) -> ModelRef:
+def _servable_ref(request: Request, name: str) -> ModelRef:
+    """pool.resolve, then: a directory nobody registered is refused unless --allow-load-paths, and a
+    path naming a model already known (`/a/../a/tiny`) is that model, so it is resident once."""
+    from ominix import config
+
     pool = request.app.state.pool
     try:
-        ref = await run_in_threadpool(pool.resolve, name)
+        ref = pool.resolve(name)
     except ModelNotFoundError as e:
         raise APIError(404, str(e), param="model", code="model_not_found") from None
+    if ref.entry is not None:
+        return ref
+    known = list(pool.available()) + [r.ref for r in pool.resident().values()]
+    if any(r.id == ref.id for r in known):
+        return ref
+    same = [r for r in known if r.path is not None and Path(r.path).resolve() == Path(ref.path).resolve()]
+    if same:
+        return same[0]
+    real = Path(ref.path).resolve()
+    if any(real.is_relative_to(root.resolve()) for root in (config.hf_hub_cache(), config.models_dir())):
+        return ref
+    if not request.app.state.allow_load_paths:
+        raise APIError(403, f"The model '{name}' is a directory this server was not started with; clients "
+                       "may load catalog, installed and --model models only. Start the server with "
+                       "--model PATH, or --allow-load-paths to let clients load any directory.",
+                       param="model", code="model_path_not_allowed")
+    return ref
+
+
+async def resolve(request: Request, name: str, kind: str) -> ModelRef:
+    ref = await run_in_threadpool(_servable_ref, request, name)
     if ref.kind != kind:
         what = {"chat": "chat and text completions", "embedding": "embeddings"}[kind]
         raise APIError(400, f"The model '{name}' is a {ref.kind} model; it does not support {what}.",
@@ -247,10 +284,7 @@ async def running_models(request: Request):
 
 
 async def _resolve_any(request: Request, model_id: str) -> ModelRef:
-    try:
-        return await run_in_threadpool(request.app.state.pool.resolve, model_id)
-    except ModelNotFoundError as e:
-        raise APIError(404, str(e), param="model", code="model_not_found") from None
+    return await run_in_threadpool(_servable_ref, request, model_id)
 
 
 @router.post("/v1/models/{model_id:path}/load", dependencies=auth)

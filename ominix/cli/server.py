@@ -29,6 +29,13 @@ def serve(
     max_queue: int = typer.Option(256, help="Requests that may wait beyond the batch before 429."),
     request_timeout: float = typer.Option(None, help="Seconds before a request is stopped (504); none by default."),
     prompt_cache: str = typer.Option("1GB", help="Memory for reusable prompt prefixes ('0' disables)."),
+    allow_host: list[str] = typer.Option(
+        [], "--allow-host", help="Also accept this Host header name (besides the bound address and "
+        "loopback names; '*' for any); repeatable."),
+    allow_load_paths: bool = typer.Option(
+        False, "--allow-load-paths", help="Let clients load any checkpoint directory they name (by "
+        "default only catalog, installed and --model models)."),
+    metrics_open: bool = typer.Option(False, "--metrics-open", help="Serve /metrics without the API key (for a scraper)."),
 ):
     """Start the OpenAI-compatible HTTP server."""
     import uvicorn
@@ -63,11 +70,54 @@ def serve(
         typer.echo(f"Loading at start: {', '.join(model)}")
     if api_key:
         typer.echo("API key required (Authorization: Bearer ...).")
-    typer.echo(f"OminiX listening on http://{host}:{port}  (OpenAI base URL: http://{host}:{port}/v1)")
+    warning = exposure_warning(host, api_key)
+    if warning:
+        typer.echo(warning, err=True)
     application = create_app(pool, api_key=api_key or None, cors_origins=cors_origin or None, preload=model,
                              max_batch=max_batch, max_queue=max_queue, request_timeout=request_timeout,
-                             prompt_cache_bytes=cache_bytes)
-    uvicorn.run(application, host=host, port=port, log_level=log_level)
+                             prompt_cache_bytes=cache_bytes, host=host, allowed_hosts=allow_host or None,
+                             allow_load_paths=allow_load_paths, metrics_open=metrics_open)
+    busy = port_problem(host, port)
+    if busy:
+        typer.echo(f"error: cannot listen on {host}:{port}: {busy}", err=True)
+        raise typer.Exit(1)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            if self.started:  # bound: only now is "listening" true
+                typer.echo(f"OminiX listening on http://{host}:{port}  (OpenAI base URL: http://{host}:{port}/v1)")
+
+    Server(uvicorn.Config(application, host=host, port=port, log_level=log_level)).run()
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why host:port cannot be bound (in use, no such address), before models load; None if it can."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as e:
+        return str(e)
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as e:
+            return "the port is in use (another server?); pick another with --port" \
+                if e.errno == 98 else e.strerror or str(e)
+    return None
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """A warning when the server is reachable from other machines and anyone may use it."""
+    from ominix.api.guard import is_loopback
+
+    if api_key or is_loopback(host):
+        return None
+    return (f"warning: binding {host} without --api-key: anyone who can reach this machine can run "
+            "models and load or unload them. Add --api-key KEY (or bind 127.0.0.1).")
 
 
 @app.command()
