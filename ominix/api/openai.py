@@ -50,6 +50,33 @@ FINGERPRINT = "ominix-0.1.0"
 # ---- plumbing -----------------------------------------------------------------------------
 
 
+MAX_JSON_DEPTH = 64  # far beyond any real request (a json_schema included), far below recursion limits
+MAX_MODEL_NAME = 255  # one path component: longer cannot name a model
+
+
+def json_problem(data) -> str | None:
+    """What makes a parsed body unusable however it validates: nesting deeper than MAX_JSON_DEPTH
+    (pydantic, jsonschema and the grammar compiler recurse), or a lone surrogate in a string (no
+    tokenizer or UTF-8 encoder takes it)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"The JSON body is nested too deeply (at most {MAX_JSON_DEPTH} levels)."
+        if isinstance(value, dict):
+            stack.extend((k, depth) for k in value)
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return (f"The JSON body has a lone surrogate ({value[e.start]!r} escaped as \\u"
+                        f"{ord(value[e.start]):04x}) in a string: send valid UTF-16 pairs or plain UTF-8.")
+    return None
+
+
 def require_json(request: Request) -> None:
     """JSON routes take only application/json: a page's text/plain or form POST (sent without a
     CORS preflight) never reaches them."""
@@ -74,10 +101,15 @@ async def read_request(request: Request, schema: type[BaseModel]) -> BaseModel:
             raise APIError(413, f"Request body too large (limit {limit} bytes).", code="request_too_large")
     try:
         data = json.loads(bytes(body))
+    except RecursionError:
+        raise APIError(400, f"The JSON body is nested too deeply (at most {MAX_JSON_DEPTH} levels).") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise APIError(400, f"We could not parse the JSON body of your request: {e}") from None
     if not isinstance(data, dict):
         raise APIError(400, "The request body must be a JSON object.")
+    problem = json_problem(data)
+    if problem:
+        raise APIError(400, problem)
     try:
         return schema.model_validate(data)
     except ValidationError as e:
@@ -90,6 +122,9 @@ def _servable_ref(request: Request, name: str) -> ModelRef:
     path naming a model already known (`/a/../a/tiny`) is that model, so it is resident once."""
     from ominix import config
 
+    if len(name) > MAX_MODEL_NAME:
+        raise APIError(400, f"The model name is too long ({len(name)} characters; at most {MAX_MODEL_NAME}).",
+                       param="model", code="invalid_model_name")
     pool = request.app.state.pool
     try:
         ref = pool.resolve(name)
@@ -242,7 +277,10 @@ async def health(request: Request):
 def _expiry(resident) -> str | None:
     if resident.expires_at is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(resident.expires_at))
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(resident.expires_at))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None  # forever (None), or beyond any clock: one value must not break the listing
 
 
 def model_card(ref: ModelRef, resident) -> dict:
