@@ -99,13 +99,15 @@ def create_app(
     allowed_hosts: list[str] | None = None,
     allow_load_paths: bool = False,
     metrics_open: bool = False,
+    body_timeout: float | None = None,
 ) -> FastAPI:
     """max_batch: sequences decoded together per model; max_queue: requests waiting beyond that
     before new ones get 429; request_timeout: seconds before a request is stopped (504);
     prompt_cache_bytes: memory for reusable prompt prefixes (0 disables the prompt cache);
     host: the bound address (the Host header must name it, a loopback name or `allowed_hosts`);
     allow_load_paths: clients may load any checkpoint directory they name (else only catalog,
-    installed and registered models); metrics_open: /metrics needs no key."""
+    installed and registered models); metrics_open: /metrics needs no key; body_timeout: seconds of
+    silence before a request body read gives up (408; api/serving.py BODY_TIMEOUT by default)."""
     from ominix.api.guard import Guard
     from contextlib import asynccontextmanager
 
@@ -140,6 +142,9 @@ def create_app(
     app.state.max_body_bytes = max_body_bytes
     app.state.metrics = metrics
     app.state.allow_load_paths = allow_load_paths
+    from ominix.api.serving import BODY_TIMEOUT
+
+    app.state.body_timeout = BODY_TIMEOUT if body_timeout is None else body_timeout
     app.add_middleware(_CountRequests, metrics=metrics)
 
     if cors_origins:

@@ -87,18 +87,42 @@ def require_json(request: Request) -> None:
                        code="unsupported_media_type")
 
 
-async def read_request(request: Request, schema: type[BaseModel]) -> BaseModel:
-    """Read the body within the size limit, parse JSON, validate; every failure is a 400/413/415."""
-    require_json(request)
+async def read_body(request: Request) -> bytes:
+    """The whole body within the size limit, chunked or not; a client silent for BODY_TIMEOUT
+    seconds gets a 408, one that hangs up is logged in one line."""
+    from starlette.requests import ClientDisconnect
+
     limit = request.app.state.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise APIError(413, f"Request body too large: {declared} bytes (limit {limit}).", code="request_too_large")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise APIError(413, f"Request body too large (limit {limit} bytes).", code="request_too_large")
+    chunks = request.stream().__aiter__()
+    timeout = getattr(request.app.state, "body_timeout", None)
+    try:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(chunks.__anext__(), timeout)
+            except StopAsyncIteration:
+                return bytes(body)
+            body += chunk
+            if len(body) > limit:
+                raise APIError(413, f"Request body too large (limit {limit} bytes).", code="request_too_large")
+    except asyncio.TimeoutError:
+        raise APIError(408, f"The request body stopped arriving (nothing for {timeout:g}s).",
+                       code="request_timeout") from None
+    except ClientDisconnect:
+        client = request.client
+        log.info("client %s disconnected during the upload to %s", f"{client.host}:{client.port}" if client
+                 else "?", request.url.path)
+        raise APIError(400, "The client disconnected before the request body arrived.") from None
+
+
+async def read_request(request: Request, schema: type[BaseModel], body: bytes | None = None) -> BaseModel:
+    """Read the body within the size limit, parse JSON, validate; every failure is a 4xx."""
+    require_json(request)
+    if body is None:
+        body = await read_body(request)
     try:
         data = json.loads(bytes(body))
     except RecursionError:
@@ -328,9 +352,8 @@ async def _resolve_any(request: Request, model_id: str) -> ModelRef:
 @router.post("/v1/models/{model_id:path}/load", dependencies=auth)
 async def load_model(model_id: str, request: Request):
     """Load a model now (optionally with {"keep_alive": ...}); returns its card once resident."""
-    body = {}
-    if int(request.headers.get("content-length") or 0):
-        body = (await read_request(request, LoadRequest)).model_dump()
+    raw = await read_body(request)  # chunked bodies too: no Content-Length does not mean empty
+    body = (await read_request(request, LoadRequest, raw)).model_dump() if raw.strip() else {}
     ref = await _resolve_any(request, model_id)
     keep_alive = DEFAULT if body.get("keep_alive") is None else parse_keep_alive(body["keep_alive"])
     scheduler = request.app.state.scheduler

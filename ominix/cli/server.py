@@ -88,7 +88,9 @@ def serve(
             if self.started:  # bound: only now is "listening" true
                 typer.echo(f"OminiX listening on http://{host}:{port}  (OpenAI base URL: http://{host}:{port}/v1)")
 
-    Server(uvicorn.Config(application, host=host, port=port, log_level=log_level)).run()
+    from ominix.api.serving import server_config
+
+    Server(server_config(application, host, port, log_level=log_level)).run()
 
 
 def port_problem(host: str, port: int) -> str | None:
