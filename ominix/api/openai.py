@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ominix.api.app import APIError, check_auth, validation_message
+from ominix.api.prompts import message_chars
 from ominix.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, LoadRequest
 from ominix.engine.chat import ChatOutputParser, Delta, build_chat_prompt, prompt_opens_reasoning
 from ominix.engine.pool import ModelLoadError, ModelNotFoundError, ModelRef, parse_keep_alive
@@ -180,6 +181,23 @@ async def resolve(request: Request, name: str, kind: str) -> ModelRef:
         raise APIError(400, f"The model '{name}' is a {ref.kind} model; it does not support {what}.",
                        param="model", code="model_not_supported")
     return ref
+
+
+async def bounded_prompt(request: Request, ref: ModelRef, render, chars: int):
+    """`render` itself for a small prompt (the worker renders and tokenizes it); for a big one, its
+    token ids made off the event loop and the worker; past the context, a 400 (api/prompts.py)."""
+    from ominix.api import prompts
+
+    ctx = await run_in_threadpool(prompts.context_length, ref.path)
+    prompts.check_chars(ctx, chars)
+    if chars <= prompts.PRETOKENIZE_CHARS:
+        return render
+    try:
+        return await prompts.pretokenize(request, ref, render, ctx)
+    except APIError:
+        raise
+    except Exception as e:  # a load failure, a template error: as the worker would report it
+        raise engine_error(e) from None
 
 
 def engine_error(e: BaseException) -> APIError:
@@ -424,7 +442,7 @@ async def chat_completions(request: Request):
         return build_chat_prompt(tokenizer, messages, tools, template_kwargs)
 
     job = GenerateJob(
-        prompts=[prompt],
+        prompts=[await bounded_prompt(request, ref, prompt, message_chars(messages, tools))],
         sampling=sampling_fields(req, req.logprobs, req.top_logprobs or 0),
         max_tokens=req.token_limit(),
         stop=req.stop_list(),
@@ -575,8 +593,10 @@ async def completions(request: Request):
                        code="unsupported_parameter")
     ref = await resolve(request, req.model, "chat")
     want_logprobs = req.logprobs is not None
+    prompts = [p if not isinstance(p, str) else await bounded_prompt(request, ref, lambda tok, p=p: p, len(p))
+               for p in req.prompts()]
     job = GenerateJob(
-        prompts=req.prompts(),
+        prompts=prompts,
         sampling=sampling_fields(req, want_logprobs, req.logprobs or 0),
         max_tokens=req.max_tokens,
         stop=req.stop_list(),
