@@ -58,7 +58,14 @@ def serve(
     except (ValueError, ModelNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
+    from pathlib import Path
+
+    from ominix.hub.names import looks_like_path
+
     for name in model:
+        if looks_like_path(name) and not Path(name).expanduser().is_dir():
+            typer.echo(f"error: --model {name}: no such directory", err=True)
+            raise typer.Exit(2)
         try:
             pool.register(name)
         except ModelNotFoundError as e:
@@ -140,8 +147,16 @@ def ps(
     except httpx.HTTPError as e:
         typer.echo(f"error: no OminiX server answers on http://{host}:{port} ({e})", err=True)
         raise typer.Exit(1)
+    if r.status_code == 401:
+        typer.echo(f"error: the server on {host}:{port} requires an API key: pass --api-key KEY or set "
+                   "OMINIX_API_KEY" + (" (the key given was refused)" if api_key else ""), err=True)
+        raise typer.Exit(1)
     if r.status_code != 200:
-        typer.echo(f"error: the server answered {r.status_code}: {r.text[:200]}", err=True)
+        try:
+            why = r.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            why = r.text[:200]
+        typer.echo(f"error: the server answered {r.status_code}: {why}", err=True)
         raise typer.Exit(1)
     data = r.json()
     if as_json:

@@ -42,6 +42,7 @@ from ominix.hub.names import (
     human_bytes,
     inside,
     is_commit_hash,
+    looks_like_path,
     read_manifest,
     write_manifest,
 )
@@ -160,6 +161,8 @@ def ensure_local(name: str, *, on_event: EventHandler | None = None) -> Path:
     path = Path(name).expanduser()
     if path.is_dir():
         return path
+    if looks_like_path(name):  # never ask a hub about `./typo`
+        raise DownloadError(f"{name}: no such directory")
     from ominix.hub import store
     from ominix.registry import UnknownModelError
 

@@ -67,6 +67,12 @@ def repo_id_of_folder(name: str) -> str | None:
     return repo_id if is_repo_id(repo_id) else None
 
 
+def looks_like_path(name: str) -> bool:
+    """A name the user meant as a directory (`./x`, `/x`, `~/x`, `a/b/c`), not an id or owner/repo."""
+    return name.startswith(("/", "~", "./", "../")) or name in (".", "..") or (
+        os.sep in name and not is_repo_id(name.split("@", 1)[0]))
+
+
 # --- names from the network -----------------------------------------------------------------------
 
 

@@ -30,7 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ominix import config
-from ominix.hub.names import MANIFEST, hf_repo_dir, is_repo_id, is_commit_hash, is_sha256, read_manifest, repo_id_of_folder
+from ominix.hub.names import (
+    MANIFEST,
+    hf_repo_dir,
+    is_commit_hash,
+    is_repo_id,
+    is_sha256,
+    looks_like_path,
+    read_manifest,
+    repo_id_of_folder,
+)
 from ominix.registry import (
     Catalog,
     ModelEntry,
@@ -253,16 +262,11 @@ class _Located:
     repo_id: str | None = None
 
 
-def _is_path_like(name: str) -> bool:
-    return name.startswith(("/", "~", "./", "../")) or name in (".", "..") or os.sep in name and \
-        not is_repo_id(name.split("@", 1)[0])
-
-
 def _locate(name: str, catalog: Catalog) -> _Located:
     name = name.strip()
     if not name:
         raise StoreError("no model name given")
-    if _is_path_like(name):
+    if looks_like_path(name):
         folder = Path(name).expanduser()
         return _Located(str(folder), "folder", folder.resolve() if folder.is_dir() else None)
     entry = catalog.find(name)
@@ -571,6 +575,10 @@ def _confine(target: Path, roots: list[Path], name: str) -> Path:
         raise StoreError(f"refusing to delete '{name}': {target} is not a folder")
     if target.resolve().parent != root.resolve():
         raise StoreError(f"refusing to delete '{name}': {target} resolves outside the store")
+    hf_cache = Path(os.path.abspath(roots[0]))
+    if target.name.startswith(".") or (target.parent == hf_cache and repo_id_of_folder(target.name) is None):
+        raise StoreError(f"refusing to delete '{name}': {target} is not a model (the store keeps models in "
+                         "models--owner--repo folders of the HF cache and in its own model folders)")
     return target
 
 
@@ -582,7 +590,7 @@ def removal_target(name: str, catalog: Catalog | None = None) -> Path:
     hf_root, store_root = config.hf_hub_cache(), config.models_dir()
     roots = [hf_root, store_root]
     catalog = catalog or load_catalog()
-    if _is_path_like(name):
+    if looks_like_path(name):
         target = Path(name).expanduser()
     elif (entry := catalog.find(name)) is not None:
         if entry.source_kind == "hugging_face":
