@@ -298,12 +298,31 @@ def slow_blas_hint() -> str | None:
     return f"ominix: MLX is using its slow reference BLAS: {status['reason']}"
 
 
+def _note_marker():
+    from ominix import config
+
+    return config.ominix_home() / "state" / "blas-note"
+
+
 def warn_once_if_slow(stream=None) -> None:
-    """Print slow_blas_hint() at most once per process. For the CLI and server, never on import."""
+    """Print slow_blas_hint() once per machine (and per hint): the first `run`/`serve`/`bench`
+    says it, later ones do not; `ominix doctor` always does. Never on import."""
     global _hint_shown
     if _hint_shown:
         return
     hint = slow_blas_hint()
-    if hint:
-        _hint_shown = True
-        print(hint, file=stream or sys.stderr)
+    if not hint:
+        return
+    _hint_shown = True
+    marker = _note_marker()
+    try:
+        if marker.read_text(encoding="utf-8") == hint:
+            return
+    except OSError:
+        pass
+    print(hint + " (said once; `ominix doctor` shows it again)", file=stream or sys.stderr)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(hint, encoding="utf-8")
+    except OSError:
+        pass  # a read-only home: the note comes again next time, no harm

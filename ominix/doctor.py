@@ -329,8 +329,9 @@ def blas_line(blas: dict) -> str:
     return line + (f" ({blas['threads']} threads)" if blas["threads"] else "")
 
 
-def format_report(report: dict) -> str:
-    """The report as plain text for the terminal."""
+def format_report(report: dict, columns: int | None = None) -> str:
+    """The report as plain text; with a terminal `width`, table lines are cut to it with '…'
+    (whole when piped). Notes are wrapped at word boundaries instead, since every word counts."""
     v, b, blas, m, s = (report[k] for k in ("versions", "backend", "blas", "machine", "store"))
     blas_line_text = blas_line(blas)
     lines = [
@@ -358,6 +359,14 @@ def format_report(report: dict) -> str:
                 f"{x['id']:<{width}}  {x['verdict']:<11}  {x['ram']:<7}  {x['disk']:<7}  "
                 f"{x['platform']:<12}  {'yes' if x['runs_in_this_build'] else 'no':<4}  {notes}"
             )
+    if columns:
+        lines = [line if len(line) <= columns else line[: columns - 1] + "…" for line in lines]
     for note in report["advice"]:
-        lines.append(f"note: {note}")
+        if columns:
+            import textwrap
+
+            lines += textwrap.wrap(f"note: {note}", columns, subsequent_indent="      ", break_long_words=False,
+                                   break_on_hyphens=False)
+        else:
+            lines.append(f"note: {note}")
     return "\n".join(lines)

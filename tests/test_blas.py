@@ -155,13 +155,13 @@ def test_system_choice_and_doctor_say_which_blas():
 
 
 @pytest.mark.skipif(not IS_LINUX, reason="the preload exists only for MLX's Linux CPU backend")
-def test_hint_is_printed_once_per_process():
+def test_hint_is_printed_once_per_process(tmp_path):
     code = (
         "import ominix\n"
         "from ominix import _blas\n"
         "_blas.warn_once_if_slow(); _blas.warn_once_if_slow()\n"
     )
-    env = dict(os.environ, OMINIX_BLAS="/nonexistent/libblas.so")
+    env = dict(os.environ, OMINIX_BLAS="/nonexistent/libblas.so", OMINIX_HOME=str(tmp_path / "home"))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -180,5 +180,9 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print the report 
 
     from ominix.doctor import diagnose, format_report
 
+    import shutil
+    import sys
+
     report = diagnose()
-    typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else None
+    typer.echo(json.dumps(report, indent=2) if as_json else format_report(report, width))
