@@ -66,7 +66,7 @@ def check_chars(ctx: int | None, chars: int) -> None:
 
 
 def _encode(tokenizer, text: str) -> list[int]:
-    # The same specials rule as engine.generate.encode_prompt, through encode_batch (GIL released).
+    # The same specials rule as engine.llm.generate.encode_prompt, through encode_batch (GIL released).
     bos = tokenizer.special_tokens.get("bos_token")
     add = not (bos and text.startswith(bos))
     return tokenizer.backend.encode_batch([text], add_special_tokens=add)[0].ids
@@ -74,8 +74,8 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 async def pretokenize(request, ref, render, ctx: int | None):
     """Token ids of `render(tokenizer)` (a str), made on a thread; refused if over the context."""
-    pool, scheduler = request.app.state.pool, request.app.state.scheduler
-    future = await asyncio.to_thread(scheduler.call, lambda: pool.start_load(ref, "default"))
+    pool, worker = request.app.state.pool, request.app.state.worker
+    future = await asyncio.to_thread(worker.call, lambda: pool.start_load(ref, "default"))
     resident = await asyncio.wrap_future(future)
     tokenizer = resident.tokenizer
     ctx = resident.context_length or ctx
@@ -85,5 +85,7 @@ async def pretokenize(request, ref, render, ctx: int | None):
 
     ids = await asyncio.to_thread(work)
     if ctx and len(ids) >= ctx:
-        raise too_long(ctx, f"prompt has {len(ids)} tokens")
+        from ominix.engine.llm.jobs import ContextLengthError
+
+        raise ContextLengthError(ctx, len(ids), None)  # worded by api/openai.py, as from the worker
     return ids
