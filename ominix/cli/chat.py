@@ -9,7 +9,7 @@ from ominix.cli.common import PullProgress, app
 
 @app.command()
 def run(
-    model: str = typer.Argument(..., help="Catalog id, owner/repo or a local checkpoint directory."),
+    model: str = typer.Argument(..., help="Catalog id, owner/repo, a local checkpoint directory or a .gguf file."),
     prompt: str = typer.Argument(None, help="Answer this and exit; without it (on a terminal), chat."),
     max_tokens: int = typer.Option(2048, "--max-tokens", min=1, help="Most tokens per answer."),
     temp: float = typer.Option(None, "--temp", help="Sampling temperature (0 = greedy). Default: the model's."),
@@ -53,7 +53,7 @@ def _load_for_run(name: str):
 
     _blas.warn_once_if_slow()
     path = Path(name).expanduser()
-    if not path.is_dir():
+    if not (path.is_dir() or path.suffix == ".gguf" and path.is_file()):
         from ominix.hub.download import ensure_local
 
         with PullProgress() as progress:
