@@ -29,6 +29,7 @@ def run(
         prompt = f"{piped.rstrip()}\n\n{prompt}" if piped.strip() else prompt
     try:
         loaded = _load_for_run(model)
+        system = system or getattr(loaded[1], "default_system", None)  # an Ollama SYSTEM layer
         session = _ChatSession(*loaded, system=system, think=think, verbose=verbose)
         session.params = session.sampling_params(temp, top_p, seed)
         session.max_tokens = max_tokens
@@ -53,7 +54,13 @@ def _load_for_run(name: str):
 
     _blas.warn_once_if_slow()
     path = Path(name).expanduser()
-    if not (path.is_dir() or path.suffix == ".gguf" and path.is_file()):
+    from ominix.hub.ollama import is_ollama_name
+
+    if is_ollama_name(name):
+        from ominix.cli.ollama import local_or_pull
+
+        path = local_or_pull(name)
+    elif not (path.is_dir() or path.suffix == ".gguf" and path.is_file()):
         from ominix.hub.download import ensure_local
 
         with PullProgress() as progress:

@@ -79,6 +79,13 @@ def show(
     """Show a model's catalog entry and where (or whether) it is installed."""
     import json
 
+    from ominix.hub.ollama import is_ollama_name
+
+    if is_ollama_name(model):
+        from ominix.cli import ollama
+
+        return ollama.show(model, as_json)
+
     from ominix.hub import store
     from ominix.registry import load_catalog
 
@@ -164,6 +171,12 @@ def remove_model(
 ):
     """Delete a model's files (only ever inside the Hugging Face cache or the OminiX store)."""
     from ominix.hub import store
+    from ominix.hub.ollama import is_ollama_name
+
+    if is_ollama_name(model):
+        from ominix.cli import ollama
+
+        return ollama.remove(model, yes)
 
     with store_guard():
         target = store.removal_target(model)
@@ -273,15 +286,23 @@ def registry_import(file: str = typer.Argument(..., help="A catalog file (or a {
 
 @app.command()
 def pull(
-    model: str = typer.Argument(..., help="Catalog id, owner/repo\\[@revision], a Hugging Face URL or a file URL."),
+    model: str = typer.Argument(..., help="Catalog id, owner/repo\\[@revision], a Hugging Face URL, a file URL or ollama:NAME[:TAG]."),
     revision: str = typer.Option(None, "--revision", "-r", help="Branch, tag or commit to download."),
     include: list[str] = typer.Option(None, "--include", help="Only files matching this glob (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List files and sizes; download nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print progress events, one JSON object per line."),
+    insecure: bool = typer.Option(False, "--insecure", help="ollama: names: plain http to the registry."),
 ):
     """Download a model's weights: resumable, sha256-verified, in parallel."""
     import json
     import sys
+
+    from ominix.hub.ollama import is_ollama_name
+
+    if is_ollama_name(model):  # ollama:[HOST[:PORT]/][NAMESPACE/]NAME[:TAG]
+        from ominix.cli import ollama
+
+        return ollama.pull(model, insecure=insecure, as_json=as_json)
 
     from ominix.hub import download
     from ominix.registry import RegistryError

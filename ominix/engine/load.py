@@ -352,6 +352,10 @@ def load(path: str | Path, *, dtype: str | mx.Dtype | None = None):
     from ominix.engine.gguf import gguf_in
     from ominix.engine.tokenizer import TokenizerError, load_tokenizer
 
+    if (Path(path) / "ollama.json").is_file():  # pulled from Ollama's registry (hub/ollama.py)
+        from ominix.engine.ollama_model import load_ollama_folder
+
+        return load_ollama_folder(path, dtype=dtype)
     if (gguf_file := gguf_in(path)) is not None:
         from ominix.engine.gguf import load_gguf
 
