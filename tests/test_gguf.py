@@ -44,7 +44,7 @@ def test_logits_match_transformers(tmp_path, arch, kind):
 
 
 def test_greedy_tokens_match_transformers(tmp_path):
-    from ominix.engine.cache import make_cache
+    from ominix.engine.llm.cache import make_cache
 
     path, reference = write_gguf(tmp_path / "m.gguf", "llama", "Q4_0")
     ids = torch.tensor([IDS])

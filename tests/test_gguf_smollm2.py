@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from ominix.engine.generate import generate
+from ominix.engine.llm.generate import generate
 from ominix.engine.load import load
-from ominix.engine.sample import SamplingParams
+from ominix.engine.llm.sample import SamplingParams
 from tests.smollm2 import save_hf_checkpoint, smollm2_gguf, transformers_reference
 
 PROMPTS = ["What is the capital of France?", "Name three primary colors.", "What is 12 plus 30?"]

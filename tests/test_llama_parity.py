@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ominix.engine.cache import make_cache
+from ominix.engine.llm.cache import make_cache
 from ominix.engine.load import load_model
 from tests.checkpoints import load_reference, to_v4_config
 from tests.dense_checkpoints import VOCAB, randomize_torch

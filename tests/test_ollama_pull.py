@@ -139,8 +139,8 @@ def test_unknown_model_and_tag(registry):
 
 
 def test_cli_pull_show_run_rm(registry):
-    from ominix.engine.generate import generate
-    from ominix.engine.sample import SamplingParams
+    from ominix.engine.llm.generate import generate
+    from ominix.engine.llm.sample import SamplingParams
     from tests.test_run_cli import ominix
 
     result = ominix("pull", name(registry), "--json")

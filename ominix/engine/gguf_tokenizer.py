@@ -13,7 +13,7 @@ from tokenizers import AddedToken, Regex, decoders, normalizers, pre_tokenizers,
 from tokenizers import Tokenizer as Backend
 from tokenizers.models import BPE
 
-from ominix.engine.tokenizer import END_OF_TURN_TOKENS, Tokenizer
+from ominix.engine.llm.tokenizer import END_OF_TURN_TOKENS, Tokenizer
 
 CONTROL, USER_DEFINED = 3, 4
 

@@ -348,9 +348,9 @@ def assemble_model(config: dict, weights: dict, origin: dict[str, str], *,
 
 
 def load(path: str | Path, *, dtype: str | mx.Dtype | None = None):
-    """(model, tokenizer) for a checkpoint directory or a GGUF file."""
+    """(model, tokenizer) for a checkpoint directory, a GGUF file, or an Ollama model folder."""
     from ominix.engine.gguf import gguf_in
-    from ominix.engine.tokenizer import TokenizerError, load_tokenizer
+    from ominix.engine.llm.tokenizer import TokenizerError, load_tokenizer
 
     if (Path(path) / "ollama.json").is_file():  # pulled from Ollama's registry (hub/ollama.py)
         from ominix.engine.ollama_model import load_ollama_folder

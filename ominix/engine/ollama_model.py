@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from ominix.engine.gotemplate import Template, TemplateError, ollama_data
-from ominix.engine.tokenizer import ChatTemplateError, Tokenizer
+from ominix.engine.llm.tokenizer import ChatTemplateError, Tokenizer
 
 # Ollama params -> generation_config.json keys the engine reads for defaults
 PARAMS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
