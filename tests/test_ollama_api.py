@@ -260,3 +260,28 @@ def test_wire_format(server):
     whole = httpx.post(server.url + "/api/generate", json={"model": "tiny", "prompt": "hi", "stream": False,
                                                           "options": GREEDY}, timeout=60)
     assert whole.headers["content-type"].startswith("application/json") and whole.json()["done"]
+
+
+def test_ominix_stop_unloads_from_the_running_server(client, server):
+    from tests.test_run_cli import ominix
+
+    client.generate("tiny", prompt="", keep_alive="10m")
+    assert "tiny" in {m.model for m in client.ps().models}
+    result = ominix("stop", "tiny", "--port", str(server.port))
+    assert result.returncode == 0 and "unloaded tiny" in result.stdout, result.stderr
+    assert "tiny" not in {m.model for m in client.ps().models}
+    missing = ominix("stop", "nosuch", "--port", str(server.port))
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+def test_ollama_names_map_onto_catalog_entries():
+    """`name:tag` and `name:tag-<quantization>` find the catalog entry whose alias is name:tag."""
+    from ominix.api.ollama import candidates
+    from ominix.registry import load_catalog
+
+    catalog = load_catalog()
+    for asked, entry_id in (("qwen3:8b", "qwen3-8b"), ("qwen3:8b-q4_K_M", "qwen3-8b"),
+                            ("llama3.2:1b-instruct-fp16", "llama3.2-1b"), ("mistral:7b-q8_0", "mistral-7b")):
+        found = [catalog.find(c) for c in candidates(asked)]
+        assert next(e for e in found if e is not None).id == entry_id, asked
+    assert candidates("tiny") == ["tiny"]

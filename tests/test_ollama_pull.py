@@ -162,6 +162,12 @@ def test_cli_pull_show_run_rm(registry):
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == expected.strip()
 
+    copied = ominix("cp", name(registry), "ollama:mine:v1")
+    assert copied.returncode == 0, copied.stderr
+    assert ollama.local_model("mine:v1") is not None
+    assert ominix("rm", "ollama:mine:v1", "-y").returncode == 0
+    assert ollama.blob_path(json.loads(shown.stdout)["model"]).exists()  # still used by the original
+
     removed = ominix("rm", name(registry), "-y")
     assert removed.returncode == 0 and ollama.installed() == []
     missing = ominix("show", name(registry))

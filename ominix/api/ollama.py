@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 from fastapi import APIRouter, Depends, Request
@@ -73,9 +74,23 @@ def model_name(body: dict) -> str:
     return name.strip()
 
 
+# A quantization suffix on an Ollama tag (`qwen3:8b-q4_K_M`, `llama3.2:1b-instruct-fp16`): the
+# catalog entry for the bare tag serves it (its own quantization; /api/show says which).
+_TAG_VARIANT = re.compile(r"^(?P<base>[^:]+:[^-]+)(?:-instruct|-chat|-it)?-(?:q\d\w*|fp16|f16|bf16|fp32|[48]bit)$",
+                          re.IGNORECASE)  # fmt: skip
+
+
+def candidates(name: str) -> list[str]:
+    """The names to try for an Ollama model name, most exact first."""
+    out = [name, name.removesuffix(":latest")]
+    if m := _TAG_VARIANT.match(name.removeprefix("ollama:")):
+        out.append(m.group("base"))
+    return list(dict.fromkeys(out))
+
+
 async def resolve(request: Request, name: str, kind: str | None = None):
     pool = request.app.state.pool
-    for candidate in dict.fromkeys([name, name.removesuffix(":latest")]):
+    for candidate in candidates(name):
         try:
             ref = await run_in_threadpool(pool.resolve, candidate)
             break

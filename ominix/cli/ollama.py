@@ -1,4 +1,5 @@
-"""The `ollama:` names in `pull`, `run`, `show` and `rm` (hub/ollama.py does the work)."""
+"""The `ollama:` names in `pull`, `run`, `show` and `rm` (hub/ollama.py does the work), and the
+commands Ollama users expect beside `ps`: `stop` (unload from a running server) and `cp`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import sys
 
 import typer
 
+from ominix import config
+from ominix.cli.common import app
 from ominix.hub import ollama
 
 
@@ -106,3 +109,48 @@ def remove(model: str, yes: bool):
         _fail(error)
     for path in removed:
         typer.echo(f"deleted {path}")
+
+
+# ---- commands Ollama users expect: stop, cp ----------------------------------------------------
+
+
+@app.command()
+def stop(
+    model: str = typer.Argument(..., help="The loaded model to unload (as `ominix ps` shows it)."),
+    host: str = typer.Option(config.DEFAULT_HOST, help="Server address."),
+    port: int = typer.Option(config.DEFAULT_PORT, help="Server port."),
+    api_key: str = typer.Option(None, "--api-key", envvar="OMINIX_API_KEY", help="The server's API key."),
+):
+    """Unload a model from a running server now (or when its running requests finish)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    url = f"http://{host}:{port}/v1/models/{model}/unload"
+    try:
+        r = httpx.post(url, headers=headers, timeout=30)
+    except httpx.HTTPError as e:
+        _fail(RuntimeError(f"no OminiX server answers on http://{host}:{port} ({e})"))
+    if r.status_code != 200:
+        try:
+            message = r.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = r.text[:200]
+        _fail(RuntimeError(message))
+    status = r.json().get("status")
+    typer.echo({"unloaded": f"unloaded {model}", "pending": f"{model} unloads when its requests finish",
+                "not_loaded": f"{model} was not loaded"}.get(status, status))  # fmt: skip
+
+
+@app.command("cp")
+def copy_model(
+    source: str = typer.Argument(..., help="A model pulled from an Ollama registry (ollama:NAME[:TAG])."),
+    destination: str = typer.Argument(..., help="The new name, e.g. mymodel:v1."),
+):
+    """Copy a pulled Ollama model under another name (the blobs are shared, not copied)."""
+    from ominix.hub.sources import DownloadError
+
+    try:
+        ollama.copy(source, destination)
+    except (DownloadError, ollama.OllamaNameError) as error:
+        _fail(error)
+    typer.echo(f"copied {ollama.parse_name(source).short()} to {ollama.parse_name(destination).short()}")
