@@ -135,3 +135,52 @@ def test_llama3_rope_freqs(tmp_path):
     with torch.no_grad():
         expected = reference(torch.tensor([ids])).logits.numpy()
     assert relative_error(model(mx.array([ids])), expected) < 1e-4
+
+
+def test_a_gguf_from_a_url_or_a_hub_repo_pulls_shows_runs_and_benches(tmp_path, monkeypatch):
+    """One GGUF file by URL and in a hub repo: pulled, `show` says how each tensor type loads,
+    `run` answers from it, `bench` measures it."""
+    import json as jsonlib
+    import os
+    import subprocess
+    import sys
+
+    from ominix.bench import run_bench
+    from ominix.engine.llm.generate import generate
+    from ominix.engine.llm.sample import SamplingParams
+    from tests.hubserver import FakeHub
+
+    path, _ = write_gguf(tmp_path / "src.gguf", "qwen3", "Q4_K")
+    hub = FakeHub().start()
+    try:
+        hub.plain["tiny-q4_k.gguf"] = path.read_bytes()
+        hub.add_hf_repo("acme/tiny-GGUF", {"tiny-q4_k.gguf": path.read_bytes(), "README.md": b"x"})
+        env = {**os.environ, "OMINIX_HOME": str(tmp_path / "home"), "HF_HOME": str(tmp_path / "hf"),
+               "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1"}
+        for key in ("HF_HUB_CACHE", "OMINIX_MODELS", "HF_HUB_OFFLINE"):
+            env.pop(key, None)
+
+        def ominix(*args):
+            return subprocess.run([sys.executable, "-m", "ominix", *args], env=env,
+                                  capture_output=True, text=True, timeout=120)  # fmt: skip
+
+        url = f"{hub.url}/files/dl/tiny-q4_k.gguf"
+        for name in (url, "acme/tiny-GGUF"):
+            pulled = ominix("pull", name)
+            assert pulled.returncode == 0, pulled.stderr
+            folder = pulled.stdout.strip().splitlines()[-1]
+            shown = ominix("show", folder, "--json")
+            assert shown.returncode == 0, shown.stderr
+            types = jsonlib.loads(shown.stdout)["gguf"]
+            assert types["Q4_K"]["loaded_as"] == "MLX affine 4-bit, group 32"
+            model, tokenizer = load(folder)
+            prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}])
+            expected = generate(model, tokenizer, prompt, SamplingParams(temperature=0), max_tokens=5).text
+            ran = ominix("run", folder, "hi", "--temp", "0", "--max-tokens", "5")
+            assert ran.returncode == 0, ran.stderr
+            assert ran.stdout.strip() == expected.strip()
+    finally:
+        hub.stop()
+    result = run_bench(str(path), prompt_tokens=8, generation_tokens=4, trials=1, warmup=False)
+    assert result["model_type"] == "qwen3" and result["quantization"] == {"bits": 4, "group_size": 32}
+    assert result["generation_tps"] > 0 and result["prompt_tps"] > 0

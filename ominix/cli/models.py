@@ -102,6 +102,9 @@ def show(
     if installed:
         info.update(size_on_disk=installed.size_bytes, format=installed.format,
                     detected_quantization=installed.quantization, verified=installed.verified)
+    gguf_types = _gguf_types(path) if path else None
+    if gguf_types:
+        info["gguf"] = gguf_types  # per tensor type: kept as MLX affine or dequantized at load
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
@@ -129,8 +132,20 @@ def show(
         rows += [("on disk", f"{human_size(installed.size_bytes)}, {installed.format}, "
                              f"{installed.quantization or 'unknown precision'}"),
                  ("verified", verified_text(installed.verified))]
+    if gguf_types:
+        rows += [(f"GGUF {kind}", f"{v['tensors']} tensors, {v['loaded_as']}") for kind, v in gguf_types.items()]
     for key, value in rows:
         typer.echo(f"  {key:<14}{value}")
+
+
+def _gguf_types(path) -> dict | None:
+    """How loading treats each tensor type of an installed GGUF file (engine/gguf.py)."""
+    from pathlib import Path
+
+    from ominix.engine.gguf import describe, gguf_in, read_gguf
+
+    file = gguf_in(Path(path))
+    return describe(read_gguf(file)) if file else None
 
 
 @app.command()

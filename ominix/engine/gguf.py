@@ -300,8 +300,10 @@ def gguf_weights(file: GGUFFile, config: dict,
     return weights, block
 
 
-def describe(file: GGUFFile, dequant_dtype: str = "float16") -> dict:
-    """What loading does with each tensor type, for `show`: kept (MLX affine), dequantized."""
+def describe(file: GGUFFile, dequant_dtype: str | None = None) -> dict:
+    """What loading does with each tensor type, for `show`: kept (MLX affine), dequantized (to
+    float32 where the model computes in it, see _runs_float32)."""
+    dequant_dtype = dequant_dtype or ("float32" if _runs_float32(file) else "float16")
     out = {}
     for kind, count in sorted(file.types().items()):
         if kind in quants.AFFINE_BITS:
