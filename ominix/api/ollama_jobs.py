@@ -148,7 +148,6 @@ def generate_job(body: dict, opts: dict) -> tuple[GenerateJob, dict]:
         context["prompt_ids"] = ids
         return ids
 
-    context["encode"] = True
     return _job(prompt, opts), context
 
 
@@ -263,7 +262,6 @@ async def run_chat(request: Request, ref, name: str, body: dict, job, context: d
     resident = pool.resident().get(ref.id)
     load_ns = 0 if was_resident or resident is None else int(resident.load_seconds * 1e9)
     parser = ChatOutputParser(context["tools"], in_reasoning=prompt_opens_reasoning(started.text))
-    prompt_ids = context.get("prompt_ids")
 
     async def events():
         async for event in events_until_done(request, stream, watch=not stream_out):
@@ -283,30 +281,26 @@ async def run_chat(request: Request, ref, name: str, body: dict, job, context: d
             elif isinstance(event, Done):
                 return
 
-    def context_ids(tokenizer_text_ids):
-        return (prompt_ids or tokenizer_text_ids) + reply.tokens
+    async def generate_context() -> list[int]:
+        """/api/generate's `context`: the prompt's tokens, then the answer's."""
+        ids = context.get("prompt_ids")  # set when the request continued an earlier context
+        if ids is None and resident is not None:
+            from ominix.engine.llm.generate import encode_prompt
 
-    async def prompt_token_ids() -> list[int]:
-        if prompt_ids is not None:
-            return list(prompt_ids)
-        tokenizer = pool.resident()[ref.id].tokenizer if ref.id in pool.resident() else None
-        if tokenizer is None:
-            return []
-        from ominix.engine.llm.generate import encode_prompt
-
-        return await asyncio.to_thread(encode_prompt, tokenizer, started.text)
+            ids = await asyncio.to_thread(encode_prompt, resident.tokenizer, started.text)
+        return list(ids or []) + reply.tokens
 
     if not stream_out:
         async for _ in events():
             pass
-        ctx = None if chat else context_ids(await prompt_token_ids())
+        ctx = None if chat else await generate_context()
         return JSONResponse({"model": name, "created_at": _now(), **reply.final(load_ns, ctx, True)})
 
     async def lines():
         try:
             async for piece in events():
                 yield json.dumps({"model": name, "created_at": _now(), **piece, "done": False}) + "\n"
-            ctx = None if chat else context_ids(await prompt_token_ids())
+            ctx = None if chat else await generate_context()
             yield json.dumps({"model": name, "created_at": _now(), **reply.final(load_ns, ctx, False)}) + "\n"
         except Exception as e:  # an error after the stream began: Ollama's error line
             yield json.dumps({"error": getattr(e, "message", None) or str(e)}) + "\n"

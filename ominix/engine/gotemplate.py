@@ -153,8 +153,16 @@ def _get(value, name: str):
 
 
 def _printf(fmt: str, *args) -> str:
-    fmt = re.sub(r"%[vsdq]", lambda m: "%r" if m.group() == "%q" else "%s", fmt)
-    return fmt % tuple(json.dumps(a) if isinstance(a, str) and "%r" in fmt else a for a in args)
+    """Go's printf for %v %s %d %q (quoted string) and %%."""
+    values = iter(args)
+
+    def one(m):
+        if m.group() == "%%":
+            return "%"
+        value = next(values, None)
+        return json.dumps(value, ensure_ascii=False) if m.group() == "%q" else _str(value)
+
+    return re.sub(r"%[vsdq%]", one, fmt)
 
 
 def _json(value) -> str:
@@ -293,17 +301,13 @@ class Template:
         head_kind, head = args[0]
         if head_kind == "ident" and head in FUNCTIONS:
             values = [self._operand(a, dot, scopes) for a in args[1:]] + list(extra)
-            if head in ("and", "or"):
-                raise TemplateError("unreachable")
             return FUNCTIONS[head](*values)
-        if head_kind == "ident" and head in ("and", "or"):
+        if head_kind == "ident" and head in ("and", "or"):  # Go: the first deciding argument
             values = [self._operand(a, dot, scopes) for a in args[1:]] + list(extra)
-            result = values[0] if values else None
             for v in values:
-                result = v
                 if (head == "and") != _truthy(v):
                     return v
-            return result
+            return values[-1] if values else None
         if len(args) > 1 or extra:
             raise TemplateError(f"'{head}' is not a function this template runtime knows")
         return self._operand(args[0], dot, scopes)
