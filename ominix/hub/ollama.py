@@ -207,7 +207,7 @@ def _layers(manifest: dict) -> list[dict]:
 
 def pull(text: str, *, insecure: bool = False, on_event: EventHandler | None = None) -> Path:
     """Pull an Ollama model; events follow /api/pull's statuses (see api/ollama.py)."""
-    from ominix.hub.download import Plan, _client, _download, _Progress
+    from ominix.hub.download import Plan, _client, _Progress
     from ominix.hub.sources import Source
 
     emit = on_event or (lambda event: None)
@@ -235,12 +235,7 @@ def pull(text: str, *, insecure: bool = False, on_event: EventHandler | None = N
                           "completed": event["bytes"]})  # fmt: skip
 
             final.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                _download(client, remote, part, {}, _Progress(plan, progress))
-            except ChecksumError:
-                raise DownloadError(f"digest mismatch, file must be downloaded again: "
-                                    f"{digest}") from None  # fmt: skip
-            os.replace(part, final)
+            _fetch_blob(client, remote, part, final, _Progress(plan, progress))
             emit({"status": f"pulling {digest[7:19]}", "digest": digest, "total": size,
                   "completed": size})  # fmt: skip
     emit({"status": "verifying sha256 digest"})
@@ -251,6 +246,25 @@ def pull(text: str, *, insecure: bool = False, on_event: EventHandler | None = N
     folder = write_model(name, manifest)
     emit({"status": "success"})
     return folder
+
+
+def _fetch_blob(client, remote: RemoteFile, part: Path, final: Path, progress) -> None:
+    """Download one blob under a lock (two pulls sharing it write it once), check its digest."""
+    from huggingface_hub.utils import WeakFileLock
+
+    from ominix.hub.download import _download
+
+    lock = root() / ".locks" / f"{final.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with WeakFileLock(lock):
+        if final.is_file() and final.stat().st_size == remote.size:
+            return  # another pull finished it while this one waited
+        try:
+            _download(client, remote, part, {}, progress)
+        except ChecksumError:
+            raise DownloadError(f"digest mismatch, file must be downloaded again: "
+                                f"sha256:{remote.sha256}") from None  # fmt: skip
+        os.replace(part, final)
 
 
 def _blob_text(layer: dict | None) -> str | None:
