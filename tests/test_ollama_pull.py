@@ -148,6 +148,10 @@ def test_cli_pull_show_run_rm(registry):
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[0] == {"status": "pulling manifest"} and lines[-1] == {"status": "success"}
 
+    listed = ominix("list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [r["id"] for r in json.loads(listed.stdout)] == [str(ollama.parse_name(name(registry)))]
+
     shown = ominix("show", name(registry), "--json")
     assert shown.returncode == 0, shown.stderr
     info = json.loads(shown.stdout)

@@ -39,6 +39,10 @@ def list_models(
         installed = [m for m in installed if m.entry is not None and m.entry.category == category]
     rows = [{**m.to_dict(), "installed": True, "runnable": can_run(m.entry) if m.entry else None}
             for m in installed]  # fmt: skip
+    if category in (None, "llm"):
+        from ominix.cli.ollama import installed_rows
+
+        rows += installed_rows()
     if show_all:
         have = {m.entry.id for m in installed if m.entry is not None}
         for entry in catalog.by_category(category) if category else catalog.entries:

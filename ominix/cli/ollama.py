@@ -59,6 +59,21 @@ def local_or_pull(model: str):
     return path if path is not None else ollama.pull(model, on_event=_printer(False))
 
 
+def installed_rows() -> list[dict]:
+    """`ominix list` rows for the models pulled from Ollama registries (no MLX, no GGUF read)."""
+    rows = []
+    for name in ollama.installed():
+        folder = ollama.local_model(str(name))
+        if folder is None:
+            continue
+        info = json.loads((folder / "ollama.json").read_text())
+        rows.append({"id": str(name), "path": str(folder), "size_bytes": info.get("size"),
+                     "quantization": None, "format": "gguf", "revision": info.get("digest"),
+                     "verified": None, "kind": "ollama", "in_catalog": False, "category": "llm",
+                     "installed": True, "runnable": True})  # fmt: skip
+    return rows
+
+
 def show(model: str, as_json: bool = False):
     try:
         name = ollama.parse_name(model)
