@@ -169,6 +169,11 @@ def test_cli_pull_show_run_rm(registry):
     copied = ominix("cp", name(registry), "ollama:mine:v1")
     assert copied.returncode == 0, copied.stderr
     assert ollama.local_model("mine:v1") is not None
+    short = ominix("run", "mine:v1", "Hello", "--max-tokens", "6")  # NAME:TAG alone, not in the catalog
+    assert short.returncode == 0 and short.stdout.strip() == expected.strip(), short.stderr
+    assert ominix("show", "mine:v1", "--json").returncode == 0
+    assert not ollama.claims("qwen3:8b")  # a catalog alias stays the catalog's
+    assert ollama.claims("gemma3:270m") and not ollama.claims("acme/repo") and not ollama.claims("qwen3-8b")
     assert ominix("rm", "ollama:mine:v1", "-y").returncode == 0
     assert ollama.blob_path(json.loads(shown.stdout)["model"]).exists()  # still used by the original
 

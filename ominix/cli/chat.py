@@ -53,10 +53,10 @@ def _load_for_run(name: str):
     from ominix import _blas
     from ominix.cli.common import local_model
     from ominix.engine.load import load
-    from ominix.hub.ollama import is_ollama_name
+    from ominix.hub.ollama import claims
 
     _blas.warn_once_if_slow()
-    if is_ollama_name(name):  # ollama:[HOST[:PORT]/][NAMESPACE/]NAME[:TAG]
+    if claims(name):  # ollama:[HOST[:PORT]/][NAMESPACE/]NAME[:TAG]
         from ominix.cli.ollama import local_or_pull
 
         return load(local_or_pull(name))

@@ -83,9 +83,9 @@ def show(
     """Show a model's catalog entry and where (or whether) it is installed."""
     import json
 
-    from ominix.hub.ollama import is_ollama_name
+    from ominix.hub.ollama import claims
 
-    if is_ollama_name(model):
+    if claims(model):
         from ominix.cli import ollama
 
         return ollama.show(model, as_json)
@@ -190,9 +190,9 @@ def remove_model(
 ):
     """Delete a model's files (only ever inside the Hugging Face cache or the OminiX store)."""
     from ominix.hub import store
-    from ominix.hub.ollama import is_ollama_name
+    from ominix.hub.ollama import claims
 
-    if is_ollama_name(model):
+    if claims(model):
         from ominix.cli import ollama
 
         return ollama.remove(model, yes)
@@ -315,9 +315,9 @@ def pull(
     import json
     import sys
 
-    from ominix.hub.ollama import is_ollama_name
+    from ominix.hub.ollama import claims
 
-    if is_ollama_name(model):  # ollama:[HOST[:PORT]/][NAMESPACE/]NAME[:TAG]
+    if claims(model):  # ollama:[HOST[:PORT]/][NAMESPACE/]NAME[:TAG]
         from ominix.cli import ollama
 
         return ollama.pull(model, insecure=insecure, as_json=as_json)

@@ -82,6 +82,26 @@ def is_ollama_name(text: str) -> bool:
     return text.strip().lower().startswith(PREFIX)
 
 
+def claims(text: str) -> bool:
+    """Whether a name on the command line means an Ollama model: `ollama:...`, or a bare
+    `NAME:TAG` the catalog does not know (catalog aliases such as `qwen3:8b` stay the catalog's)."""
+    if is_ollama_name(text):
+        return True
+    name = text.strip()
+    if ":" not in name or "/" in name or "\\" in name or name.startswith(("~", ".")):
+        return False
+    try:
+        parse_name(name)
+    except OllamaNameError:
+        return False
+    from ominix import registry
+
+    try:
+        return registry.load_catalog().find(name) is None
+    except registry.RegistryError:
+        return True
+
+
 def parse_name(text: str, insecure: bool = False) -> OllamaName:
     """`ollama:[HOST[:PORT]/][NAMESPACE/]NAME[:TAG]` (the prefix optional) -> OllamaName."""
     raw = text.strip()
