@@ -1,8 +1,9 @@
-"""GGUF's SentencePiece ("llama") vocabularies against sentencepiece itself: a BPE model with byte
-fallback is trained here, its pieces, scores and types written as tokenizer.ggml.* metadata (what
-llama.cpp's converter stores; no merges, so they are recovered from the scores), and our
-tokenizer must split and decode every text exactly as sentencepiece does. (Byte-level "gpt2"
-vocabularies are checked against transformers on the real SmolLM2 file.)"""
+"""GGUF tokenizers against their references. SentencePiece ("llama") vocabularies against
+sentencepiece itself: a BPE model with byte fallback is trained here, its pieces, scores and types
+written as tokenizer.ggml.* metadata (what llama.cpp's converter stores; no merges, so they are
+recovered from the scores), and our tokenizer must split and decode every text as sentencepiece
+does. Byte-level ("gpt2") vocabularies against the tokenizer.json they came from (Qwen2's split
+regex here; SmolLM2's against transformers on the real file)."""
 
 from __future__ import annotations
 
@@ -66,3 +67,27 @@ def test_a_file_without_a_tokenizer_is_refused():
         gguf_tokenizer({"tokenizer.ggml.model": "llama"})
     with pytest.raises(ValueError, match="not supported"):
         gguf_tokenizer({"tokenizer.ggml.model": "bert", "tokenizer.ggml.tokens": ["a"]})
+
+
+def test_byte_level_qwen2_vocabulary_splits_like_its_tokenizer_json():
+    """A Qwen2-style byte-level BPE (the test tokenizer: Qwen2's split regex, merges, added
+    special tokens) exported as GGUF metadata with tokenizer.ggml.pre = "qwen2", as llama.cpp's
+    converter writes it: our tokenizer must give the tokenizer.json's ids."""
+    import json
+
+    from tests.tokenizer_fixture import ADDED_TOKENS, train_tokenizer
+
+    original = train_tokenizer()
+    model = json.loads(original.to_str())["model"]
+    vocab = original.get_vocab(with_added_tokens=True)
+    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    special = {t for t, is_special in ADDED_TOKENS if is_special}
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "qwen2", "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.merges": merges,
+            "tokenizer.ggml.token_type": [3 if t in special else 1 for t in tokens]}  # fmt: skip
+    backend = gguf_backend(meta)
+    for text in TEXTS + ["<|im_start|>user\nHi 12345 there<|im_end|>", "x  \n\n  y", "I'm 'quoted' it's"]:
+        expected = original.encode(text, add_special_tokens=False).ids
+        assert backend.encode(text, add_special_tokens=False).ids == expected, text
+        assert backend.decode(expected) == original.decode(expected), text
