@@ -164,9 +164,9 @@ def read_tensor(file: GGUFFile, info: TensorInfo, dequant_dtype=np.float16) -> d
     blocks = raw.reshape(rows, shape[-1] // per_block, block_bytes)
     if info.kind in quants.AFFINE_BITS:
         packed, scales, biases = quants.affine(blocks, info.kind)
-        # ggml stores Q4_0/Q4_1/Q8_0 scales in fp16, so fp16 keeps them exactly; Q4_K's are
-        # products of an fp16 and a 6-bit integer and stay float32.
-        dtype = np.float32 if info.kind == "Q4_K" else np.float16
+        # ggml stores Q4_0/Q4_1/Q8_0 scales in fp16, so fp16 keeps them exactly (float32 where
+        # the model computes in it); Q4_K's are products of an fp16 and a 6-bit integer: float32.
+        dtype = np.float32 if info.kind == "Q4_K" or dequant_dtype == np.float32 else np.float16
         return {
             "weight": mx.array(packed.reshape(*shape[:-1], -1)),
             "scales": mx.array(scales.astype(dtype).reshape(*shape[:-1], -1)),
