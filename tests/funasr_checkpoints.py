@@ -1,0 +1,122 @@
+"""Tiny random FunASR checkpoints in the ModelScope layout (config.yaml, am.mvn, tokens.json,
+model.pt), built with funasr itself so the tensor names and config keys are the published ones.
+
+funasr and torch are imported inside the functions: they are references for tests only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+
+# A vocabulary like Paraformer-large's: specials first, Chinese characters, English words and
+# BPE pieces ("@@" glues to the next piece), single letters for abbreviations, <unk> last.
+PARAFORMER_TOKENS = (["<blank>", "<s>", "</s>"]
+                     + list("你好世界我们今天气很不错中国人民")
+                     + ["hello", "world", "good", "morn@@", "ing", "the", "a", "b", "c", "x", "0", "12",
+                        "ok@@", "ay", "it's"]
+                     + ["<unk>"])
+
+FRONTEND_CONF = {"fs": 16000, "window": "hamming", "n_mels": 80, "frame_length": 25, "frame_shift": 10,
+                 "lfr_m": 7, "lfr_n": 6, "dither": 0.0}
+
+
+def paraformer_config(*, dims: int = 32, enc_blocks: int = 3, dec_blocks: int = 3, att_layers: int = 2) -> dict:
+    """The config.yaml keys of iic/speech_paraformer-large (encoder/decoder/predictor/frontend),
+    shrunk; att_layer_num < num_blocks so the decoders2 stack is exercised too."""
+    return {
+        "model": "Paraformer",
+        "model_conf": {"ctc_weight": 0.0, "lsm_weight": 0.1, "length_normalized_loss": True,
+                       "predictor_weight": 1.0, "predictor_bias": 1, "sampling_ratio": 0.75},
+        "encoder": "SANMEncoder",
+        "encoder_conf": {"output_size": dims, "attention_heads": 4, "linear_units": 2 * dims,
+                         "num_blocks": enc_blocks, "dropout_rate": 0.1, "positional_dropout_rate": 0.1,
+                         "attention_dropout_rate": 0.1, "input_layer": "pe",
+                         "pos_enc_class": "SinusoidalPositionEncoder", "normalize_before": True,
+                         "kernel_size": 11, "sanm_shfit": 0, "selfattention_layer_type": "sanm"},
+        "decoder": "ParaformerSANMDecoder",
+        "decoder_conf": {"attention_heads": 4, "linear_units": 2 * dims, "num_blocks": dec_blocks,
+                         "dropout_rate": 0.1, "positional_dropout_rate": 0.1,
+                         "self_attention_dropout_rate": 0.1, "src_attention_dropout_rate": 0.1,
+                         "att_layer_num": att_layers, "kernel_size": 11, "sanm_shfit": 0},
+        "predictor": "CifPredictorV2",
+        "predictor_conf": {"idim": dims, "threshold": 1.0, "l_order": 1, "r_order": 1,
+                           "tail_threshold": 0.45},
+        "frontend": "WavFrontend",
+        "frontend_conf": dict(FRONTEND_CONF),
+        "specaug": "SpecAugLFR",
+        "specaug_conf": {"apply_time_warp": False, "apply_freq_mask": True, "freq_mask_width_range": [0, 30],
+                         "lfr_rate": 6, "num_freq_mask": 1, "apply_time_mask": True,
+                         "time_mask_width_range": [0, 12], "num_time_mask": 1},
+        "tokenizer": "CharTokenizer",
+        "tokenizer_conf": {"unk_symbol": "<unk>", "split_with_space": True},
+        "normalize": None,
+    }
+
+
+def write_am_mvn(path: Path, dim: int, seed: int = 0) -> None:
+    """A Kaldi nnet text CMVN exactly as FunASR ships it (<AddShift> then <Rescale>)."""
+    rng = np.random.default_rng(seed)
+    shift = -(10 + 3 * rng.random(dim))
+    scale = 0.2 + 0.2 * rng.random(dim)
+    fmt = lambda v: " ".join(f"{x:.6f}" for x in v)  # noqa: E731
+    path.write_text(
+        "<Nnet>\n<Splice> {0} {0}\n[ 0 ]\n<AddShift> {0} {0}\n<LearnRateCoef> 0 [ {1} ]\n"
+        "<Rescale> {0} {0}\n<LearnRateCoef> 0 [ {2} ]\n</Nnet>\n".format(dim, fmt(shift), fmt(scale)),
+        encoding="utf-8")
+
+
+def randomize(model, seed: int, scale: float = 0.5) -> None:
+    """Every tensor random (norm weights around 1) so no bug hides behind a constant init."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * noise)
+            else:
+                p.copy_(noise * scale / max(1.0, p.shape[-1] ** 0.5))
+
+
+def build_paraformer(out: Path, *, seed: int = 0, **shape) -> Path:
+    """A tiny random Paraformer saved like ModelScope's repo; returns the directory."""
+    import torch
+    import yaml
+    from funasr.models.paraformer.model import Paraformer
+
+    out.mkdir(parents=True, exist_ok=True)
+    config = paraformer_config(**shape)
+    torch.manual_seed(seed)
+    model = Paraformer(encoder=config["encoder"], encoder_conf=config["encoder_conf"],
+                       decoder=config["decoder"], decoder_conf=config["decoder_conf"],
+                       predictor=config["predictor"], predictor_conf=config["predictor_conf"],
+                       input_size=560, vocab_size=len(PARAFORMER_TOKENS), **config["model_conf"])
+    randomize(model, seed)
+    torch.save(model.state_dict(), out / "model.pt")
+    (out / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    (out / "tokens.json").write_text(json.dumps(PARAFORMER_TOKENS, ensure_ascii=False), encoding="utf-8")
+    write_am_mvn(out / "am.mvn", 560, seed)
+    (out / "configuration.json").write_text(json.dumps({
+        "framework": "pytorch", "task": "auto-speech-recognition", "model": {"type": "funasr"},
+        "file_path_metas": {"init_param": "model.pt", "config": "config.yaml",
+                            "tokenizer_conf": {"token_list": "tokens.json"},
+                            "frontend_conf": {"cmvn_file": "am.mvn"}}}), encoding="utf-8")
+    return out
+
+
+def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
+    """Deterministic voiced-sounding audio: harmonics with a moving pitch, syllable envelope, noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    pitch = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
+    voice = sum(np.sin(k * phase) / k for k in range(1, 8))
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3.1 * t) ** 2
+    audio = 0.2 * voice * envelope + 0.01 * rng.standard_normal(t.size)
+    return audio.astype(np.float32)
