@@ -120,3 +120,77 @@ def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3.1 * t) ** 2
     audio = 0.2 * voice * envelope + 0.01 * rng.standard_normal(t.size)
     return audio.astype(np.float32)
+
+
+SENSEVOICE_TAGS = ["<|zh|>", "<|en|>", "<|yue|>", "<|ja|>", "<|ko|>", "<|nospeech|>", "<|HAPPY|>", "<|SAD|>",
+                   "<|ANGRY|>", "<|NEUTRAL|>", "<|EMO_UNKNOWN|>", "<|Speech|>", "<|BGM|>", "<|Laughter|>",
+                   "<|withitn|>", "<|woitn|>"]
+SENSEVOICE_BPE = "chn_jpn_yue_eng_ko_spectok.bpe.model"
+_CORPUS = ["hello world this is a test of the speech model", "good morning everyone how are you today",
+           "你好世界今天天气很不错我们一起去公园", "中国人民欢迎你", "the quick brown fox jumps over the lazy dog",
+           "こんにちは世界", "안녕하세요 여러분", "speech recognition with sense voice small"]
+
+
+def train_sentencepiece(path: Path, vocab_size: int = 420) -> Path:
+    """A tiny BPE SentencePiece model with SenseVoice's tags as user-defined pieces, byte fallback."""
+    import io
+
+    import sentencepiece as spm
+
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(_CORPUS * 20), model_writer=buffer,
+                                   vocab_size=vocab_size, model_type="bpe", byte_fallback=True,
+                                   user_defined_symbols=SENSEVOICE_TAGS, character_coverage=1.0,
+                                   minloglevel=2)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def sensevoice_config(*, dims: int = 32, blocks: int = 3, tp_blocks: int = 2) -> dict:
+    """FunAudioLLM/SenseVoiceSmall's config.yaml keys, shrunk (the real one: 512 wide, 50 + 20 blocks)."""
+    return {
+        "encoder": "SenseVoiceEncoderSmall",
+        "encoder_conf": {"output_size": dims, "attention_heads": 4, "linear_units": 2 * dims,
+                         "num_blocks": blocks, "tp_blocks": tp_blocks, "dropout_rate": 0.1,
+                         "positional_dropout_rate": 0.1, "attention_dropout_rate": 0.1, "input_layer": "pe",
+                         "pos_enc_class": "SinusoidalPositionEncoder", "normalize_before": True,
+                         "kernel_size": 11, "sanm_shfit": 0, "selfattention_layer_type": "sanm"},
+        "model": "SenseVoiceSmall",
+        "model_conf": {"length_normalized_loss": True, "sos": 1, "eos": 2, "ignore_id": -1},
+        "tokenizer": "SentencepiecesTokenizer",
+        "tokenizer_conf": {"bpemodel": None, "unk_symbol": "<unk>", "split_with_space": True},
+        "frontend": "WavFrontend",
+        "frontend_conf": {**FRONTEND_CONF, "cmvn_file": None},
+        "dataset": "SenseVoiceCTCDataset",
+        "specaug": "SpecAugLFR",
+        "specaug_conf": {"apply_time_warp": False, "apply_freq_mask": True, "freq_mask_width_range": [0, 30],
+                         "lfr_rate": 6, "num_freq_mask": 1, "apply_time_mask": True,
+                         "time_mask_width_range": [0, 12], "num_time_mask": 1},
+    }
+
+
+def build_sensevoice(out: Path, *, seed: int = 0, **shape) -> Path:
+    """A tiny random SenseVoiceSmall laid out like FunAudioLLM/SenseVoiceSmall."""
+    import sentencepiece as spm
+    import torch
+    import yaml
+    from funasr.models.sense_voice.model import SenseVoiceSmall
+
+    out.mkdir(parents=True, exist_ok=True)
+    bpe = train_sentencepiece(out / SENSEVOICE_BPE)
+    vocab = spm.SentencePieceProcessor(model_file=str(bpe)).get_piece_size()
+    config = sensevoice_config(**shape)
+    torch.manual_seed(seed)
+    model = SenseVoiceSmall(encoder=config["encoder"], encoder_conf=config["encoder_conf"], input_size=560,
+                            vocab_size=vocab, **config["model_conf"])
+    randomize(model, seed)
+    torch.save(model.state_dict(), out / "model.pt")
+    (out / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    write_am_mvn(out / "am.mvn", 560, seed)
+    (out / "configuration.json").write_text(json.dumps({
+        "framework": "pytorch", "task": "auto-speech-recognition",
+        "model": {"type": "funasr"}, "pipeline": {"type": "funasr-pipeline"},
+        "file_path_metas": {"init_param": "model.pt", "config": "config.yaml",
+                            "tokenizer_conf": {"bpemodel": SENSEVOICE_BPE},
+                            "frontend_conf": {"cmvn_file": "am.mvn"}}}), encoding="utf-8")
+    return out

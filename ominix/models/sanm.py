@@ -17,8 +17,8 @@ import mlx.nn as nn
 LN_EPS = 1e-12  # FunASR's LayerNorm
 
 
-def layer_norm(dims: int) -> nn.LayerNorm:
-    return nn.LayerNorm(dims, eps=LN_EPS)
+def layer_norm(dims: int, eps: float = LN_EPS) -> nn.LayerNorm:
+    return nn.LayerNorm(dims, eps=eps)
 
 
 def sinusoidal_encoding(length: int, depth: int, start: int = 1) -> mx.array:
@@ -123,13 +123,14 @@ class EncoderLayerSANM(nn.Module):
     """Pre-norm SAN-M layer; the first layer changes width (560 -> 512), so it has no residual
     around attention (FunASR adds the residual only when in_size == size)."""
 
-    def __init__(self, in_dims: int, dims: int, heads: int, hidden: int, kernel: int, shift: int = 0):
+    def __init__(self, in_dims: int, dims: int, heads: int, hidden: int, kernel: int, shift: int = 0,
+                 eps: float = LN_EPS):
         super().__init__()
         self.residual = in_dims == dims
         self.self_attn = SANMAttention(heads, in_dims, dims, kernel, shift)
         self.feed_forward = FeedForward(dims, hidden)
-        self.norm1 = layer_norm(in_dims)
-        self.norm2 = layer_norm(dims)
+        self.norm1 = layer_norm(in_dims, eps)
+        self.norm2 = layer_norm(dims, eps)
 
     def __call__(self, x: mx.array, mask: mx.array | None = None) -> mx.array:
         attended = self.self_attn(self.norm1(x), mask)

@@ -8,6 +8,7 @@ a directory that was copied in by hand is converted here on first load. Torch is
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import mlx.core as mx
@@ -130,3 +131,57 @@ def load_paraformer(path: str | Path) -> ParaformerRecognizer:
     model = build(paraformer, config, read_weights(path))
     cmvn = fb.load_cmvn(path / "am.mvn") if (path / "am.mvn").exists() else None
     return ParaformerRecognizer(model, config, tokens, cmvn)
+
+
+_TAG = re.compile(r"<\|([^|]*)\|>")
+SENSEVOICE_LANGUAGES = ("zh", "en", "yue", "ja", "ko")
+
+
+class SenseVoiceRecognizer(FunASRRecognizer):
+    """CTC greedy decoding; the leading tags say the language, emotion and audio event."""
+
+    def __init__(self, model, config: dict, decoder, cmvn):
+        super().__init__(model, config, decoder.pieces, cmvn)
+        self.decoder = decoder
+
+    def recognize(self, audio: np.ndarray, language: str | None = None, use_itn: bool = False) -> dict:
+        feats = self.features(audio)
+        if feats.shape[1] == 0:
+            return {"ids": [], "raw": "", "text": "", "tags": [], "logprobs": None}
+        query = language if language in SENSEVOICE_LANGUAGES else "auto"
+        logprobs = self.model(feats, language=query, use_itn=use_itn)
+        best = np.array(mx.argmax(logprobs[0], axis=-1)).tolist()
+        ids = [t for i, t in enumerate(best) if (i == 0 or t != best[i - 1]) and t != self.model.args.blank_id]
+        raw = self.decoder.decode(ids)
+        tags = _TAG.findall(raw)
+        return {"ids": ids, "raw": raw, "text": _TAG.sub("", raw).strip(), "tags": tags, "logprobs": logprobs}
+
+    def transcribe_window(self, audio: np.ndarray, *, offset: float = 0.0, language: str | None = None,
+                          prompt: str | None = None, task: str = "transcribe", temperature: float = 0.0,
+                          word_timestamps: bool = False) -> tuple[list[Segment], str | None]:
+        out = self.recognize(audio, language)
+        detected = next((t for t in out["tags"] if t in SENSEVOICE_LANGUAGES), None)
+        found = language or detected
+        if not out["text"]:
+            return [], found
+        end = offset + len(audio) / SAMPLE_RATE
+        return [Segment(start=offset, end=end, text=out["text"], tokens=out["ids"])], found
+
+
+def load_sensevoice(path: str | Path) -> SenseVoiceRecognizer:
+    from ominix.engine.audio.spm import SentencePieceDecoder
+    from ominix.models import sensevoice
+
+    path = Path(path)
+    config = read_config(path)
+    models = sorted(path.glob("*.bpe.model")) or sorted(path.glob("*.model"))
+    if not models:
+        raise LoadError(f"{path} has no SentencePiece model (chn_jpn_yue_eng_ko_spectok.bpe.model)")
+    try:
+        decoder = SentencePieceDecoder.from_file(models[0])
+    except (ValueError, UnicodeDecodeError, IndexError) as e:
+        raise LoadError(f"{models[0].name} is not a SentencePiece model: {e}") from None
+    config.setdefault("vocab_size", len(decoder))
+    model = build(sensevoice, config, read_weights(path))
+    cmvn = fb.load_cmvn(path / "am.mvn") if (path / "am.mvn").exists() else None
+    return SenseVoiceRecognizer(model, config, decoder, cmvn)
