@@ -194,3 +194,60 @@ def build_sensevoice(out: Path, *, seed: int = 0, **shape) -> Path:
                             "tokenizer_conf": {"bpemodel": SENSEVOICE_BPE},
                             "frontend_conf": {"cmvn_file": "am.mvn"}}}), encoding="utf-8")
     return out
+
+
+SEACO_NO_BIAS = 9  # the token the hotword head answers for "no hotword here" (8377 in the real vocab)
+
+
+def seaco_config(*, dims: int = 32) -> dict:
+    """iic/speech_seaco_paraformer_large...-pytorch's config.yaml keys, shrunk: Paraformer plus the
+    LSTM bias encoder, a 4-block SAN-M seaco_decoder without input/output layers, CifPredictorV3
+    with the x3 CNN+BLSTM timestamp branch."""
+    config = paraformer_config(dims=dims, att_layers=3)
+    config["model"] = "SeacoParaformer"
+    config["model_conf"].update({"inner_dim": dims, "bias_encoder_type": "lstm", "bias_encoder_bid": False,
+                                 "seaco_lsm_weight": 0.1, "seaco_length_normalized_loss": True,
+                                 "train_decoder": True, "NO_BIAS": SEACO_NO_BIAS})
+    config["seaco_decoder"] = "ParaformerSANMDecoder"
+    config["seaco_decoder_conf"] = {"attention_heads": 4, "linear_units": dims, "num_blocks": 4,
+                                    "dropout_rate": 0.1, "positional_dropout_rate": 0.1,
+                                    "self_attention_dropout_rate": 0.1, "src_attention_dropout_rate": 0.1,
+                                    "kernel_size": 21, "sanm_shfit": 0, "use_output_layer": False,
+                                    "wo_input_layer": True}
+    config["predictor"] = "CifPredictorV3"
+    config["predictor_conf"] = {"idim": dims, "threshold": 1.0, "l_order": 1, "r_order": 1,
+                                "tail_threshold": 0.45, "smooth_factor2": 0.25, "noise_threshold2": 0.01,
+                                "upsample_times": 3, "use_cif1_cnn": False, "upsample_type": "cnn_blstm"}
+    config["decoder_conf"]["att_layer_num"] = 3
+    return config
+
+
+def build_seaco(out: Path, *, seed: int = 0, no_bias_boost: float = 2.0) -> Path:
+    """A tiny random SeACo-Paraformer in the ModelScope layout, with a seg_dict. The hotword head's
+    NO_BIAS logit is raised a little so that both its answers (bias / no bias) occur."""
+    import torch
+    import yaml
+    from funasr.models.seaco_paraformer.model import SeacoParaformer
+
+    out.mkdir(parents=True, exist_ok=True)
+    config = seaco_config()
+    torch.manual_seed(seed)
+    kwargs = {k: v for k, v in config.items() if k not in ("model", "model_conf", "frontend", "frontend_conf",
+                                                           "tokenizer", "tokenizer_conf")}
+    model = SeacoParaformer(**kwargs, **config["model_conf"], input_size=560, vocab_size=len(PARAFORMER_TOKENS))
+    randomize(model, seed)
+    with torch.no_grad():
+        model.hotword_output_layer.bias[SEACO_NO_BIAS] += no_bias_boost
+    torch.save(model.state_dict(), out / "model.pt")
+    (out / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    (out / "tokens.json").write_text(json.dumps(PARAFORMER_TOKENS, ensure_ascii=False), encoding="utf-8")
+    write_am_mvn(out / "am.mvn", 560, seed)
+    chars = [t for t in PARAFORMER_TOKENS if len(t) == 1 and t >= "\u4e00"]
+    lines = [f"{c} {c}" for c in chars] + ["morning morn@@ ing", "okay ok@@ ay", "hello hello", "world world"]
+    (out / "seg_dict").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / "configuration.json").write_text(json.dumps({
+        "framework": "pytorch", "task": "auto-speech-recognition", "model": {"type": "funasr"},
+        "file_path_metas": {"init_param": "model.pt", "config": "config.yaml",
+                            "tokenizer_conf": {"token_list": "tokens.json", "seg_dict_file": "seg_dict"},
+                            "frontend_conf": {"cmvn_file": "am.mvn"}}}), encoding="utf-8")
+    return out

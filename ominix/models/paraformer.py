@@ -191,7 +191,7 @@ class ParaformerSANMDecoder(nn.Module):
         super().__init__()
         heads, hidden = int(conf.get("attention_heads", 4)), int(conf.get("linear_units", 2048))
         blocks = int(conf.get("num_blocks", 6))
-        attn_layers = int(conf.get("att_layer_num", blocks))
+        attn_layers = int(conf.get("att_layer_num", 6))  # FunASR's default, whatever num_blocks is
         kernel = int(conf.get("kernel_size", 21))
         shift = conf.get("sanm_shfit", 0)
         shift = (kernel - 1) // 2 if shift is None else int(shift)

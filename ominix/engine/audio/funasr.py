@@ -15,7 +15,7 @@ import mlx.core as mx
 import numpy as np
 
 from ominix.engine.audio import fbank as fb
-from ominix.engine.audio.funasr_text import cif_timestamps, sentence
+from ominix.engine.audio.funasr_text import cif_peaks, cif_timestamps, sentence
 from ominix.engine.audio.types import SAMPLE_RATE, Segment, Word
 from ominix.engine.load import LoadError, check_weights
 from ominix.hub import torch_pickle
@@ -59,8 +59,11 @@ def read_weights(path: Path) -> dict[str, mx.array]:
 
 
 def build(module, config: dict, weights: dict):
-    model = module.Model(module.ModelArgs.from_dict(config))
-    weights = module.sanitize(weights)
+    try:
+        model = module.Model(module.ModelArgs.from_dict(config))
+    except (TypeError, ValueError, KeyError) as e:
+        raise LoadError(f"config.yaml does not describe a supported model: {e}") from None
+    weights = model.sanitize(weights) if hasattr(model, "sanitize") else module.sanitize(weights)
     check_weights(model, weights, {})
     model.load_weights(list(weights.items()), strict=True)
     mx.eval(model.parameters())
@@ -85,52 +88,123 @@ class FunASRRecognizer:
 
 
 class ParaformerRecognizer(FunASRRecognizer):
+    """Paraformer and SeACo-Paraformer; for SeACo the request's prompt is the hotword list."""
+
     default_language = "zh"
 
-    def recognize(self, audio: np.ndarray) -> dict:
-        """Everything one window gives: token ids, strings, CIF result, decoder logits."""
+    def __init__(self, model, config: dict, tokens: list[str], cmvn, seg_dict: dict | None = None):
+        super().__init__(model, config, tokens, cmvn)
+        self.seg_dict = seg_dict
+        self.token_ids = {t: i for i, t in enumerate(tokens)}
+        self.hotword_capable = hasattr(model, "decode_with_hotwords")
+
+    def hotword_ids(self, prompt: str | None) -> list[list[int]] | None:
+        """FunASR's hotword list: one id list per whitespace-separated word (split by seg_dict into
+        characters / pieces when the checkpoint ships one), then the no-bias entry [<s>]."""
+        words = (prompt or "").split()
+        if not self.hotword_capable or not words:
+            return None
+        unk = self.token_ids.get("<unk>", len(self.tokens) - 1)
+        lists = [[self.token_ids.get(t, unk) for t in self._segment(w)] or [unk] for w in words]
+        return lists + [[self.model.args.sos]]
+
+    def _segment(self, word: str) -> list[str]:
+        if self.seg_dict is None:
+            return [word]
+        word = word.lower()
+        if word in self.seg_dict:
+            return self.seg_dict[word]
+        if _HANZI_OR_DIGITS.match(word):
+            return [p for ch in word for p in self.seg_dict.get(ch, ["<unk>"])]
+        return ["<unk>"]
+
+    def recognize(self, audio: np.ndarray, hotwords: str | None = None) -> dict:
+        """Everything one window gives: token ids, strings, CIF result, log-probabilities."""
         feats = self.features(audio)
+        empty = {"ids": [], "tokens": [], "cif": None, "logits": None, "encoder_out": None}
         if feats.shape[1] == 0:  # shorter than one 25 ms frame
-            return {"ids": [], "tokens": [], "cif": None, "logits": None}
-        logits, cif = self.model(feats)
-        ids = [] if cif.token_num < 1 else np.array(mx.argmax(logits[0], axis=-1)).tolist()
-        args = self.model.args
+            return empty
+        model = self.model
+        encoder_out = model.encode(feats)
+        cif = model.predict(encoder_out)
+        if cif.token_num < 1:
+            return {**empty, "cif": cif, "encoder_out": encoder_out}
+        if self.hotword_capable:
+            logits = model.decode_with_hotwords(encoder_out, cif, self.hotword_ids(hotwords))
+        else:
+            logits = model.decode(encoder_out, cif)
+        ids = np.array(mx.argmax(logits[0], axis=-1)).tolist()
+        args = model.args
         ids = [i for i in ids if i not in (args.sos, args.eos, args.blank_id)]
-        return {"ids": ids, "tokens": self.token_strings(ids), "cif": cif, "logits": logits}
+        return {"ids": ids, "tokens": self.token_strings(ids), "cif": cif, "logits": logits,
+                "encoder_out": encoder_out}
+
+    def token_timestamps(self, out: dict) -> list[list[int]]:
+        """Per-token [start_ms, end_ms]: from the x3 upsampled CIF branch when the predictor has
+        one (CifPredictorV3, as FunASR's SeACo does), else from the CIF fires."""
+        cif, n = out["cif"], len(out["tokens"])
+        predictor = self.model.predictor
+        if hasattr(predictor, "upsampled_alphas"):
+            frames = out["encoder_out"].shape[1]
+            alphas = predictor.upsampled_alphas(out["encoder_out"], cif.token_num)
+            alphas = np.array(alphas[0].astype(mx.float32))[: frames * predictor.upsample_times]
+            peaks = cif_peaks(alphas, predictor.threshold - 1e-4)
+            return cif_timestamps(alphas, peaks, n, upsample_rate=predictor.upsample_times)
+        return cif_timestamps(cif.fires, cif.alphas, n)
 
     def transcribe_window(self, audio: np.ndarray, *, offset: float = 0.0, language: str | None = None,
                           prompt: str | None = None, task: str = "transcribe", temperature: float = 0.0,
                           word_timestamps: bool = False) -> tuple[list[Segment], str | None]:
         duration = len(audio) / SAMPLE_RATE
-        out = self.recognize(audio)
+        out = self.recognize(audio, hotwords=prompt)
         text = sentence(out["tokens"])[0]
         if not text:
             return [], language or self.default_language
-        cif = out["cif"]
-        token_stamps = cif_timestamps(cif.fires, cif.alphas, len(out["tokens"]))
-        timed_words, word_stamps = [], []
-        if len(token_stamps) == len(out["tokens"]):  # CIF found one span per token
-            _, timed_words, word_stamps = sentence(out["tokens"], token_stamps)
         end_of_window = offset + duration  # CIF's last span may run past the audio
-        word_list = [Word(min(offset + s / 1000, end_of_window), min(offset + e / 1000, end_of_window), w)
-                     for w, (s, e) in zip(timed_words, word_stamps)]
+        word_list = []
+        if word_timestamps:
+            token_stamps = self.token_timestamps(out)
+            if len(token_stamps) == len(out["tokens"]):  # CIF found one span per token
+                _, timed_words, word_stamps = sentence(out["tokens"], token_stamps)
+                word_list = [Word(min(offset + s / 1000, end_of_window), min(offset + e / 1000, end_of_window), w)
+                             for w, (s, e) in zip(timed_words, word_stamps)]
         start = word_list[0].start if word_list else offset
         end = word_list[-1].end if word_list else end_of_window
-        segment = Segment(start=start, end=max(end, start), text=text, tokens=out["ids"],
-                          words=word_list if word_timestamps else [])
+        segment = Segment(start=start, end=max(end, start), text=text, tokens=out["ids"], words=word_list)
         return [segment], language or self.default_language
 
 
+_HANZI_OR_DIGITS = re.compile(r"^[\u4E00-\u9FA50-9]+$")
+
+
+def read_seg_dict(path: Path) -> dict[str, list[str]] | None:
+    """SeACo's `seg_dict`: "word piece piece ..." per line (how hotwords split into tokens)."""
+    file = path / "seg_dict"
+    if not file.exists():
+        return None
+    table = {}
+    for line in file.read_text(encoding="utf-8").splitlines():
+        parts = line.strip().split()
+        if parts:
+            table[parts[0]] = parts[1:]
+    return table
+
+
 def load_paraformer(path: str | Path) -> ParaformerRecognizer:
-    from ominix.models import paraformer
+    """Paraformer or SeACo-Paraformer (config.yaml `model: SeacoParaformer`)."""
+    from ominix.models import paraformer, seaco_paraformer
 
     path = Path(path)
     config = read_config(path)
     tokens = read_tokens(path, config)
     config.setdefault("vocab_size", len(tokens))
-    model = build(paraformer, config, read_weights(path))
+    kind = config.get("model", "Paraformer")
+    if kind not in ("Paraformer", "SeacoParaformer"):
+        raise LoadError(f"config.yaml model '{kind}' is not supported (Paraformer, SeacoParaformer)")
+    module = seaco_paraformer if kind == "SeacoParaformer" else paraformer
+    model = build(module, config, read_weights(path))
     cmvn = fb.load_cmvn(path / "am.mvn") if (path / "am.mvn").exists() else None
-    return ParaformerRecognizer(model, config, tokens, cmvn)
+    return ParaformerRecognizer(model, config, tokens, cmvn, read_seg_dict(path))
 
 
 _TAG = re.compile(r"<\|([^|]*)\|>")

@@ -118,7 +118,7 @@ def sentence(tokens: list[str], stamps: list | None = None):
     return "".join(words).strip(), real, merged_stamps
 
 
-def _cif_peaks(alphas: np.ndarray, threshold: float) -> np.ndarray:
+def cif_peaks(alphas: np.ndarray, threshold: float) -> np.ndarray:
     """FunASR's cif_wo_hidden: running integral, minus the threshold at each fire."""
     out, acc = np.empty_like(alphas), np.float32(0)
     for t, a in enumerate(alphas):
@@ -129,21 +129,22 @@ def _cif_peaks(alphas: np.ndarray, threshold: float) -> np.ndarray:
     return out
 
 
-def cif_timestamps(fires: np.ndarray, alphas: np.ndarray, n_tokens: int, frame_seconds: float = 0.06,
+def cif_timestamps(alphas: np.ndarray, peaks: np.ndarray, n_tokens: int, frame_seconds: float = 0.06,
                    upsample_rate: int = 1) -> list[list[int]]:
-    """Per-token [start_ms, end_ms] from CIF fires, as FunASR's ts_prediction_lfr6_standard (Paraformer
-    passes the fires and alphas in that order; the fire positions are re-derived from the fires
-    normalised to n_tokens + 1 whenever the raw alphas do not peak once per token)."""
+    """Per-token [start_ms, end_ms] as FunASR's ts_prediction_lfr6_standard(us_alphas, us_peaks): fire
+    positions are where peaks reach 1; when they do not fire once per token plus one, they are
+    re-derived from the alphas normalised to n_tokens + 1. (Plain Paraformer passes its CIF fires
+    as the alphas and its alphas as the peaks, so the second path is the one it takes.)"""
     if n_tokens == 0:
         return []
     rate = frame_seconds / upsample_rate
     shift, edge, longest = -1.5, 5, 12
-    peaks = np.asarray(alphas, dtype=np.float32)
+    peaks = np.asarray(peaks, dtype=np.float32)
     place = np.nonzero(peaks >= 1.0 - 1e-4)[0] + shift
     if len(place) != n_tokens + 1:
-        weights = np.asarray(fires, dtype=np.float32)
+        weights = np.asarray(alphas, dtype=np.float32)
         weights = weights / (weights.sum(dtype=np.float32) / np.float32(n_tokens + 1))
-        peaks = _cif_peaks(weights.astype(np.float32), 1.0 - 1e-4)
+        peaks = cif_peaks(weights.astype(np.float32), 1.0 - 1e-4)
         place = np.nonzero(peaks >= 1.0 - 1e-4)[0] + shift
     if len(place) == 0:
         return []
