@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ominix.cli.common import PullProgress, app
+from ominix.cli.common import app
 
 
 @app.command()
@@ -47,20 +47,12 @@ def run(
 
 
 def _load_for_run(name: str):
-    from pathlib import Path
-
     from ominix import _blas
-
-    _blas.warn_once_if_slow()
-    path = Path(name).expanduser()
-    if not path.is_dir():
-        from ominix.hub.download import ensure_local
-
-        with PullProgress() as progress:
-            path = ensure_local(name, on_event=progress.on_event)
+    from ominix.cli.common import local_model
     from ominix.engine.load import load
 
-    return load(path)
+    _blas.warn_once_if_slow()
+    return load(local_model(name, "run"))
 
 
 class _ChatSession:
@@ -80,19 +72,15 @@ class _ChatSession:
         self.system, self.think, self.verbose = system, think, verbose
         self.history: list[dict] = []
         self.max_tokens = 2048
+        from ominix.engine.llm.generate import ConversationCache
+
+        self.conversation = ConversationCache(model)  # earlier turns are not prefilled again
 
     def sampling_params(self, temp, top_p, seed):
-        from ominix.engine.sample import SamplingParams
+        from ominix.engine.llm.sample import sampling_params
 
-        # Unset options fall back to the checkpoint's generation_config.json (what its authors tuned).
-        defaults = self.tokenizer.generation_config
-        sampled = defaults.get("do_sample", True)
-        return SamplingParams(
-            temperature=temp if temp is not None else (defaults.get("temperature", 0.7) if sampled else 0.0),
-            top_p=top_p if top_p is not None else defaults.get("top_p", 1.0),
-            top_k=defaults.get("top_k", 0) or 0,
-            seed=seed,
-        )
+        # The server's rule: unset options take the checkpoint's generation_config.json.
+        return sampling_params(self.tokenizer.generation_config, {"temperature": temp, "top_p": top_p, "seed": seed})
 
     def prompt(self, messages: list[dict]) -> str:
         if self.tokenizer.chat_template is None:  # a base model: plain continuation of the last message
@@ -104,20 +92,27 @@ class _ChatSession:
         """Answer one user turn, streaming to stdout; keep it in the history. False on failure."""
         import sys
 
-        from ominix.engine.generate import stream_generate
+        from ominix.engine.llm.generate import encode_prompt, stream_generate
 
         system = [{"role": "system", "content": self.system}] if self.system else []
         messages = system + self.history + [{"role": "user", "content": text}]
-        pieces, last = [], None
+        pieces, tokens, last = [], [], None
         try:
-            prompt = self.prompt(messages)
-            for last in stream_generate(self.model, self.tokenizer, prompt, self.params, max_tokens=self.max_tokens):
+            ids = encode_prompt(self.tokenizer, self.prompt(messages))
+            cache, cached = self.conversation.prepare(ids) if ids else (None, 0)
+            for last in stream_generate(self.model, self.tokenizer, ids, self.params, max_tokens=self.max_tokens,
+                                        cache=cache, cached=cached):
                 sys.stdout.write(last.text)
                 sys.stdout.flush()
                 pieces.append(last.text)
+                tokens.append(last.token)
         except ValueError as error:  # a template that rejects the conversation, a bad option
             typer.echo(f"error: {error}", err=True)
             return False
+        except BaseException:  # Ctrl-C mid-answer: the cache may hold half a step
+            self.conversation.reset()
+            raise
+        self.conversation.record(ids + tokens)
         sys.stdout.write("\n")
         sys.stdout.flush()
         self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": "".join(pieces)}]
@@ -127,7 +122,7 @@ class _ChatSession:
 
     def print_stats(self, r) -> None:
         lines = [
-            ("prompt eval count", f"{r.prompt_tokens} token(s)"),
+            ("prompt eval count", f"{r.prompt_tokens - r.cached_tokens} token(s), {r.cached_tokens} cached"),
             ("prompt eval rate", f"{r.prompt_tps:.2f} tokens/s"),
             ("eval count", f"{r.generation_tokens} token(s)"),
             ("eval rate", f"{r.generation_tps:.2f} tokens/s"),

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 import mlx.core as mx
 
-from ominix.engine.cache import make_cache
-from ominix.engine.sample import SampleOutput, Sampler, SamplingParams
-from ominix.engine.tokenizer import StopMatcher, Tokenizer
+from ominix.engine.llm.cache import KVCache, make_cache
+from ominix.engine.llm.sample import SampleOutput, Sampler, SamplingParams
+from ominix.engine.llm.decode import Decoder
+from ominix.engine.llm.tokenizer import Tokenizer
 
 
 @dataclass
@@ -38,6 +39,7 @@ class GenerationResponse:
     generation_tps: float
     ttft: float  # seconds from the call to the first token
     peak_memory: float  # GB
+    cached_tokens: int = 0  # prompt tokens the cache already held (not prefilled again)
 
 
 @dataclass
@@ -144,65 +146,87 @@ def stream_generate(
     cache: list | None = None,
     prefill_step_size: int | None = None,
     logits_processors=None,
+    cached: int = 0,
 ) -> Iterator[GenerationResponse]:
-    """Stream responses with text deltas; the last one has a finish_reason."""
-    if max_tokens < 1:
-        raise ValueError("max_tokens must be >= 1")
+    """Stream responses with text deltas; the last one has a finish_reason.
+
+    With `cached`, `cache` already holds the first `cached` prompt tokens (a conversation's
+    earlier turns): only the rest is prefilled; sampling still sees the whole prompt."""
     prompt_ids = encode_prompt(tokenizer, prompt)
+    if not 0 <= cached < len(prompt_ids) or (cached and cache is None):
+        raise ValueError("cached must count prompt tokens already in the cache, leaving at least one")
+    decoder = Decoder(tokenizer, max_tokens, stop)
     sampler = Sampler(params, prompt_ids=prompt_ids, logits_processors=logits_processors)
-    detokenizer = tokenizer.detokenizer()
-    stopper = StopMatcher(stop)
-    eos = tokenizer.eos_token_ids
 
     mx.reset_peak_memory()
     start = time.perf_counter()
     ttft = prompt_tps = 0.0
     decode_start = start
     steps = generate_step(
-        model, prompt_ids, sampler, cache=cache, prefill_step_size=prefill_step_size, max_tokens=max_tokens
+        model, prompt_ids[cached:], sampler, cache=cache, prefill_step_size=prefill_step_size, max_tokens=max_tokens
     )
-
-    def response(text, token, info, n, finish):
-        elapsed = time.perf_counter() - decode_start
-        return GenerationResponse(
-            text=text,
-            token=token,
-            logprob=info.logprob if info else None,
-            top_logprobs=info.top if info and params.top_logprobs else None,
-            finish_reason=finish,
-            prompt_tokens=len(prompt_ids),
-            generation_tokens=n,
-            prompt_tps=prompt_tps,
-            generation_tps=(n - 1) / elapsed if n > 1 and elapsed > 0 else 0.0,
-            ttft=ttft,
-            peak_memory=mx.get_peak_memory() / 1e9,
-        )
-
-    def flush() -> tuple[str, bool]:
-        # The end: release text held back by the detokenizer and the stop matcher.
-        tail, stopped = stopper.feed(detokenizer.finalize())
-        return (tail if stopped else tail + stopper.flush()), stopped
-
     try:
         for n, (token, info) in enumerate(steps, start=1):
             if n == 1:
                 ttft = time.perf_counter() - start
-                prompt_tps = len(prompt_ids) / ttft
+                prompt_tps = (len(prompt_ids) - cached) / ttft
                 decode_start = time.perf_counter()
-            if token in eos:
-                yield response(flush()[0], token, info, n, "stop")
+            text = decoder.add(token)
+            elapsed = time.perf_counter() - decode_start
+            yield GenerationResponse(
+                text=text,
+                token=token,
+                logprob=info.logprob if info else None,
+                top_logprobs=info.top if info and params.top_logprobs else None,
+                finish_reason=decoder.finish,
+                prompt_tokens=len(prompt_ids),
+                generation_tokens=n,
+                prompt_tps=prompt_tps,
+                generation_tps=(n - 1) / elapsed if n > 1 and elapsed > 0 else 0.0,
+                ttft=ttft,
+                peak_memory=mx.get_peak_memory() / 1e9,
+                cached_tokens=cached,
+            )
+            if decoder.finish is not None:
                 return
-            text, stopped = stopper.feed(detokenizer.add_token(token))
-            if stopped:
-                yield response(text, token, info, n, "stop")
-                return
-            if n == max_tokens:
-                tail, stopped = flush()
-                yield response(text + tail, token, info, n, "stop" if stopped else "length")
-                return
-            yield response(text, token, info, n, None)
     finally:
         steps.close()
+
+
+class ConversationCache:
+    """One conversation's KV cache kept across turns (`ominix run`): each turn's prompt (the
+    whole history, rendered again) reuses the longest prefix the cache holds, so only the new
+    messages are prefilled. Models whose caches cannot be cut back (sliding window, recurrent
+    state) start afresh each turn."""
+
+    def __init__(self, model):
+        self.model = model
+        self.cache: list | None = None
+        self.tokens: list[int] = []  # what the cache holds, in order
+
+    def prepare(self, prompt_ids: list[int]) -> tuple[list, int]:
+        """(cache, how many leading prompt tokens it already holds) for the next turn."""
+        keep = 0
+        if self.cache is not None and all(isinstance(c, KVCache) for c in self.cache):
+            limit = min(len(self.tokens), len(prompt_ids) - 1)
+            while keep < limit and self.tokens[keep] == prompt_ids[keep]:
+                keep += 1
+        if keep == 0:
+            self.cache, self.tokens = make_cache(self.model), []
+            return self.cache, 0
+        for c in self.cache:
+            c.trim(c.offset - keep)
+        self.tokens = self.tokens[:keep]
+        return self.cache, keep
+
+    def record(self, fed: list[int]) -> None:
+        """After a turn: `fed` is the prompt plus the generated tokens, of which the cache holds
+        as many as its offset says (the decode loop may have fed one ahead)."""
+        held = self.cache[0].offset if self.cache and isinstance(self.cache[0], KVCache) else 0
+        self.tokens = list(fed[:held])
+
+    def reset(self) -> None:
+        self.cache, self.tokens = None, []
 
 
 def generate(model, tokenizer: Tokenizer, prompt: str | list[int], params: SamplingParams, **kwargs) -> GenerationResult:
