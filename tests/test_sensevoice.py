@@ -117,3 +117,20 @@ def test_missing_tokenizer_is_a_clear_error(tmp_path, checkpoint):
     shutil.copytree(checkpoint, copy, ignore=shutil.ignore_patterns("*.model"))
     with pytest.raises(LoadError, match="SentencePiece"):
         load_sensevoice(copy)
+
+
+def test_one_loader_for_every_funasr_directory(checkpoint, tmp_path):
+    from ominix.engine.audio import funasr
+    from ominix.engine.load import LoadError
+    from ominix.models import can_run
+
+    recognizer, tokenizer = funasr.load(checkpoint)
+    assert isinstance(recognizer, funasr.SenseVoiceRecognizer) and tokenizer is None
+    (tmp_path / "config.yaml").write_text("model: FsmnVADStreaming\n")
+    with pytest.raises(LoadError, match="FsmnVADStreaming"):
+        funasr.load(tmp_path)
+
+    class Entry:
+        architecture = "sensevoice"
+
+    assert can_run(Entry())

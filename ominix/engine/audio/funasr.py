@@ -259,3 +259,16 @@ def load_sensevoice(path: str | Path) -> SenseVoiceRecognizer:
     model = build(sensevoice, config, read_weights(path))
     cmvn = fb.load_cmvn(path / "am.mvn") if (path / "am.mvn").exists() else None
     return SenseVoiceRecognizer(model, config, decoder, cmvn)
+
+
+FAMILIES = {"Paraformer": load_paraformer, "SeacoParaformer": load_paraformer, "SenseVoiceSmall": load_sensevoice}
+
+
+def load(path: str | Path):
+    """The ASR kind's loader for a FunASR directory: (recognizer, None), by config.yaml's `model`."""
+    path = Path(path)
+    kind = read_config(path).get("model")
+    if kind not in FAMILIES:
+        raise LoadError(f"config.yaml model '{kind}' is not a supported FunASR model "
+                        f"({', '.join(FAMILIES)})")
+    return FAMILIES[kind](path), None
