@@ -28,6 +28,7 @@ ARCHITECTURES: dict[str, str] = {
     "paraformer": "ominix.models.paraformer",
     "seaco_paraformer": "ominix.models.seaco_paraformer",
     "sensevoice": "ominix.models.sensevoice",
+    "qwen3_asr": "ominix.models.qwen3_asr",
 }
 
 
