@@ -23,6 +23,12 @@ def make_asr_tokenizer(path: Path) -> dict[str, int]:
     tok.add_tokens([AddedToken(t, special=t != "<asr_text>", normalized=False) for t in AUDIO_TOKENS])
     tok.save(str(path / "tokenizer.json"))
     ids = {t: tok.token_to_id(t) for t in AUDIO_TOKENS + ["<|im_end|>", "<|endoftext|>"]}
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    for t in AUDIO_TOKENS:  # the added tokens, listed the way Qwen's tokenizer_config.json does
+        config["added_tokens_decoder"][str(ids[t])] = {"content": t, "lstrip": False, "normalized": False,
+                                                       "rstrip": False, "single_word": False,
+                                                       "special": t != "<asr_text>"}
+    (path / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False))
     generation = {"eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]], "do_sample": False,
                   "pad_token_id": ids["<|endoftext|>"]}
     (path / "generation_config.json").write_text(json.dumps(generation))

@@ -140,3 +140,22 @@ def test_answer_parsing_and_window(ours, monkeypatch):
     segments, language = ours.transcribe_window(audio, offset=3.0)
     assert language == "de" and segments[0].text == "guten Tag"
     assert segments[0].start == 3.0 and segments[0].end == pytest.approx(4.5)
+
+
+def test_repo_without_tokenizer_json_uses_vocab_and_merges(hf, ours, tmp_path):
+    import shutil
+
+    from tokenizers import Tokenizer
+
+    copy = tmp_path / "slow-tokenizer"
+    shutil.copytree(hf[0], copy)
+    fast = Tokenizer.from_file(str(copy / "tokenizer.json"))
+    fast.model.save(str(copy))  # vocab.json + merges.txt, as Qwen's repos ship them
+    (copy / "tokenizer.json").unlink()
+    slow = load_qwen3_asr(copy)[0]
+    text = ("<|im_start|>system\nOminiX 你好<|im_end|>\n<|im_start|>user\n<|audio_start|><|audio_pad|>"
+            "<|audio_pad|><|audio_end|><|im_end|>\n<|im_start|>assistant\nlanguage English<asr_text>Hello, world!")
+    assert slow.tokenizer.encode(text) == ours.tokenizer.encode(text)
+    assert slow.eos == ours.eos
+    audio = speechlike(1.2, seed=6)
+    assert slow.generate(audio)["raw"] == ours.generate(audio)["raw"]

@@ -10,6 +10,7 @@ request's prompt is the context (names, terms) Qwen3-ASR uses to bias recognitio
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -149,10 +150,49 @@ def load_qwen3_asr(path: str | Path):
     path = Path(path)
     model, config = load_model(path)
     try:
-        tokenizer = load_tokenizer(path)
+        tokenizer = load_tokenizer(path) if (path / "tokenizer.json").is_file() else vocab_tokenizer(path)
     except TokenizerError as e:
         raise LoadError(str(e)) from None
     for token in ("<|audio_start|>", "<|audio_pad|>", "<|audio_end|>", "<|im_start|>"):
         if tokenizer.token_to_id(token) is None:
             raise LoadError(f"the tokenizer has no {token} token (not a Qwen3-ASR tokenizer)")
     return Qwen3ASRRecognizer(model, tokenizer, config), None
+
+
+# Qwen2's pre-tokenizer split, as its tokenizer.json carries it.
+_QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def vocab_tokenizer(path: Path):
+    """The tokenizer of a repo that ships Qwen2's slow files only (vocab.json, merges.txt and the
+    added tokens in tokenizer_config.json), as Qwen's Qwen3-ASR repos do."""
+    from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import Tokenizer as Backend
+
+    from ominix.engine.llm.tokenizer import END_OF_TURN_TOKENS, Tokenizer, TokenizerError
+
+    vocab, merges = path / "vocab.json", path / "merges.txt"
+    if not (vocab.is_file() and merges.is_file()):
+        raise TokenizerError(f"no tokenizer.json (or vocab.json + merges.txt) in {path}")
+    backend = Backend(models.BPE.from_file(str(vocab), str(merges), unk_token=None, fuse_unk=False))
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_QWEN_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
+    backend.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    config_file = path / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    added = sorted(((int(i), t) for i, t in (config.get("added_tokens_decoder") or {}).items()), key=lambda x: x[0])
+    for index, token in added:
+        piece = AddedToken(token["content"], special=bool(token.get("special")), normalized=False,
+                           lstrip=False, rstrip=False, single_word=False)
+        backend.add_special_tokens([piece]) if token.get("special") else backend.add_tokens([piece])
+        if backend.token_to_id(token["content"]) != index:
+            raise TokenizerError(f"added token {token['content']!r} should have id {index}")
+    generation_file = path / "generation_config.json"
+    generation = json.loads(generation_file.read_text(encoding="utf-8")) if generation_file.is_file() else {}
+    eos = generation.get("eos_token_id") or []
+    eos = set(eos if isinstance(eos, list) else [eos])
+    eos |= {backend.token_to_id(t) for t in END_OF_TURN_TOKENS if backend.token_to_id(t) is not None}
+    return Tokenizer(backend, eos_token_ids=eos, generation_config=generation)
