@@ -29,6 +29,7 @@ ARCHITECTURES: dict[str, str] = {
     "seaco_paraformer": "ominix.models.seaco_paraformer",
     "sensevoice": "ominix.models.sensevoice",
     "qwen3_asr": "ominix.models.qwen3_asr",
+    "fun_asr_nano": "ominix.models.fun_asr_nano",
 }
 
 

@@ -179,6 +179,16 @@ class AudioEncoder(nn.Module):
         return self.proj2(nn.gelu(self.proj1(x)))
 
 
+def run_embeddings(lm: CausalLM, h: mx.array, cache=None) -> mx.array:
+    """A decoder's logits for input embeddings (1, L, H) instead of token ids."""
+    body = lm.model
+    cache = cache if cache is not None else [None] * len(body.layers)
+    mask = body.mask(h.shape[1], cache[0])
+    for layer, layer_cache in zip(body.layers, cache):
+        h = layer(h, mask, layer_cache)
+    return lm.head(body.norm(h))
+
+
 class Model(CausalLM):
     def __init__(self, args: ModelArgs):
         super().__init__(args.text, qwen3.Qwen3Model(args.text))
@@ -202,12 +212,7 @@ class Model(CausalLM):
         return mx.concatenate([h[:, :start], audio.astype(h.dtype)[None], h[:, end:]], axis=1)
 
     def forward_embeddings(self, h: mx.array, cache=None) -> mx.array:
-        body = self.model
-        cache = cache if cache is not None else [None] * len(body.layers)
-        mask = body.mask(h.shape[1], cache[0])
-        for layer, layer_cache in zip(body.layers, cache):
-            h = layer(h, mask, layer_cache)
-        return self.head(body.norm(h))
+        return run_embeddings(self, h, cache)
 
     def sanitize(self, weights: dict) -> dict:
         out = {}
