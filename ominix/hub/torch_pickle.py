@@ -138,6 +138,7 @@ def convert_to_safetensors(src: str | Path, dst: str | Path) -> Path:
     tensors = {k: np.ascontiguousarray(v) for k, v in state_dict(src).items()}
     tmp = dst.with_name(dst.name + ".partial")
     save_file(tensors, str(tmp), metadata={"format": "pt", "converted_from": src.name})
+    tmp.chmod(0o644)  # like the downloaded files next to it
     tmp.replace(dst)
     return dst
 
