@@ -80,7 +80,7 @@ def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB -> GB
 
 
-def worker_ominix(model: str, path: Path, seconds: float, trials: int) -> dict:
+def worker_ominix(model: str, path: Path, seconds: float, trials: int, warmup: bool = True) -> dict:
     import time
 
     import ominix  # noqa: F401  (BLAS preload first)
@@ -91,14 +91,14 @@ def worker_ominix(model: str, path: Path, seconds: float, trials: int) -> dict:
     load = time.perf_counter() - started
     samples = audio(seconds)
     times, ids = [], None
-    for _ in range(trials + 1):  # the first run warms up
+    for _ in range(trials + warmup):  # the first run warms up
         t = time.perf_counter()
         ids = recognizer.recognize(samples)["ids"]
         times.append(time.perf_counter() - t)
-    return {"load_s": load, "times": times[1:], "tokens": len(ids), "peak_gb": _peak_gb()}
+    return {"load_s": load, "times": times[int(warmup):], "tokens": len(ids), "peak_gb": _peak_gb()}
 
 
-def worker_funasr_mlx(model: str, path: Path, seconds: float, trials: int) -> dict:
+def worker_funasr_mlx(model: str, path: Path, seconds: float, trials: int, warmup: bool = True) -> dict:
     import time
 
     import mlx.core as mx
@@ -115,23 +115,23 @@ def worker_funasr_mlx(model: str, path: Path, seconds: float, trials: int) -> di
     load = time.perf_counter() - started
     options = dict(config.get("frontend_conf") or {})
     options.pop("cmvn_file", None)
-    options["max_seconds"] = seconds + 1  # funasr-mlx bounds its input (30 s by default)
+    options["max_seconds"] = min(60.0, seconds + 1)  # funasr-mlx bounds its input (30 s default, 60 s max)
     frontend = WavFrontend(FbankConfig.from_dict(options), cmvn=path / "am.mvn")
     samples = audio(seconds)
     times, ids = [], None
-    for _ in range(trials + 1):
+    for _ in range(trials + warmup):
         t = time.perf_counter()
         feats = frontend(samples)
         ids = net.greedy_decode(feats[None], mx.array([feats.shape[0]], dtype=mx.int32))
         times.append(time.perf_counter() - t)
     first = ids[0] if ids and isinstance(ids[0], list) else ids
-    return {"load_s": load, "times": times[1:], "tokens": len(first), "peak_gb": _peak_gb()}
+    return {"load_s": load, "times": times[int(warmup):], "tokens": len(first), "peak_gb": _peak_gb()}
 
 
-def run(runner: str, model: str, path: Path, seconds: float, trials: int) -> dict:
+def run(runner: str, model: str, path: Path, seconds: float, trials: int, warmup: bool) -> dict:
     code = (f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import bench_asr_funasr as b; "
             f"print(json.dumps(b.worker_{runner}({model!r}, __import__('pathlib').Path({str(path)!r}), "
-            f"{seconds}, {trials})))")
+            f"{seconds}, {trials}, {warmup})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     if out.returncode != 0:
@@ -144,6 +144,8 @@ def main() -> None:
     parser.add_argument("--model", choices=["paraformer", "sensevoice", "both"], default="both")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("-n", "--trials", type=int, default=3)
+    parser.add_argument("--peer-trials", type=int, default=None,
+                        help="timed runs of funasr-mlx, without a warm-up run (it is ~20x slower on a CPU)")
     parser.add_argument("--keep", type=Path, help="build the checkpoints here and keep them")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-funasr-"))
@@ -154,7 +156,9 @@ def main() -> None:
         path = root / model
         if not (path / "model.pt").exists():
             build(model, path)
-        results = {r: run(r, model, path, args.seconds, args.trials) for r in ("ominix", "funasr_mlx")}
+        peer = args.peer_trials
+        results = {"ominix": run("ominix", model, path, args.seconds, args.trials, True),
+                   "funasr_mlx": run("funasr_mlx", model, path, args.seconds, peer or args.trials, peer is None)}
         ours = results["ominix"]
         for runner, r in results.items():
             best = sorted(r["times"])[len(r["times"]) // 2]

@@ -55,7 +55,7 @@ def hf(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ours(hf):
-    return load_fun_asr_nano(hf[0])[0]
+    return load_fun_asr_nano(hf[0])
 
 
 def test_encoder_and_adaptor_parity(hf, ours):
@@ -119,7 +119,7 @@ def test_mlx_community_layout_loads_the_same(hf, ours, tmp_path):
               "text_config": hf_config["text_config"], "default_max_tokens": 512}
     (out / "config.json").write_text(json.dumps(config))
     shutil.copytree(hf[0], out / "Qwen3-0.6B", ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
-    community = load_fun_asr_nano(out)[0]
+    community = load_fun_asr_nano(out)
     audio = speechlike(2.0, seed=3)
     assert community.generate(audio)["tokens"] == ours.generate(audio)["tokens"]
 

@@ -26,7 +26,7 @@ def hf(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ours(hf):
-    return load_qwen3_asr(hf[0])[0]
+    return load_qwen3_asr(hf[0])
 
 
 def _reference_inputs(audio, ours):
@@ -113,10 +113,10 @@ def _original_layout(hf_dir, out):
 def test_other_layouts_load_through_the_same_loader(hf, ours, tmp_path):
     audio = speechlike(2.37, seed=1)
     want = ours.generate(audio)
-    original = load_qwen3_asr(_original_layout(hf[0], tmp_path / "original"))[0]
+    original = load_qwen3_asr(_original_layout(hf[0], tmp_path / "original"))
     assert original.generate(audio)["tokens"] == want["tokens"]
 
-    community = load_qwen3_asr(build_mlx_community(hf[0], tmp_path / "community"))[0]
+    community = load_qwen3_asr(build_mlx_community(hf[0], tmp_path / "community"))
     assert community.model.model.layers[0].self_attn.q_proj.bits == 8
     mel, frames = ours.features(audio)
     prompt = mx.array([want["prompt"]])
@@ -152,7 +152,7 @@ def test_repo_without_tokenizer_json_uses_vocab_and_merges(hf, ours, tmp_path):
     fast = Tokenizer.from_file(str(copy / "tokenizer.json"))
     fast.model.save(str(copy))  # vocab.json + merges.txt, as Qwen's repos ship them
     (copy / "tokenizer.json").unlink()
-    slow = load_qwen3_asr(copy)[0]
+    slow = load_qwen3_asr(copy)
     text = ("<|im_start|>system\nOminiX 你好<|im_end|>\n<|im_start|>user\n<|audio_start|><|audio_pad|>"
             "<|audio_pad|><|audio_end|><|im_end|>\n<|im_start|>assistant\nlanguage English<asr_text>Hello, world!")
     assert slow.tokenizer.encode(text) == ours.tokenizer.encode(text)

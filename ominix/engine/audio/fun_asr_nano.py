@@ -82,7 +82,7 @@ class FunASRNanoRecognizer:
 
 
 def load_fun_asr_nano(path: str | Path):
-    """(recognizer, None) for an mlx-community (FunASR names) or transformers -hf Fun-ASR-Nano directory."""
+    """The recognizer for an mlx-community (FunASR names) or transformers -hf Fun-ASR-Nano directory."""
     from ominix.engine.llm.tokenizer import TokenizerError, load_tokenizer
     from ominix.engine.load import LoadError, load_model
 
@@ -94,4 +94,4 @@ def load_fun_asr_nano(path: str | Path):
     except TokenizerError as e:
         raise LoadError(str(e)) from None
     cmvn = fb.load_cmvn(path / "am.mvn") if (path / "am.mvn").exists() else None
-    return FunASRNanoRecognizer(model, tokenizer, cmvn), None
+    return FunASRNanoRecognizer(model, tokenizer, cmvn)

@@ -264,11 +264,16 @@ def load_sensevoice(path: str | Path) -> SenseVoiceRecognizer:
 FAMILIES = {"Paraformer": load_paraformer, "SeacoParaformer": load_paraformer, "SenseVoiceSmall": load_sensevoice}
 
 
-def load(path: str | Path):
-    """The ASR kind's loader for a FunASR directory: (recognizer, None), by config.yaml's `model`."""
+def load_funasr(path: str | Path):
+    """The recognizer for a FunASR directory, by config.yaml's `model`."""
     path = Path(path)
     kind = read_config(path).get("model")
     if kind not in FAMILIES:
         raise LoadError(f"config.yaml model '{kind}' is not a supported FunASR model "
                         f"({', '.join(FAMILIES)})")
-    return FAMILIES[kind](path), None
+    return FAMILIES[kind](path)
+
+
+def load(path: str | Path):
+    """The kinds-table loader shape: (recognizer, None)."""
+    return load_funasr(path), None

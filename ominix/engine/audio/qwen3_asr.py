@@ -143,7 +143,7 @@ def parse_answer(raw: str) -> dict:
 
 
 def load_qwen3_asr(path: str | Path):
-    """(recognizer, None) for an mlx-community, Qwen original or transformers -hf Qwen3-ASR directory."""
+    """The recognizer for an mlx-community, Qwen original or transformers -hf Qwen3-ASR directory."""
     from ominix.engine.llm.tokenizer import TokenizerError, load_tokenizer
     from ominix.engine.load import LoadError, load_model
 
@@ -156,7 +156,7 @@ def load_qwen3_asr(path: str | Path):
     for token in ("<|audio_start|>", "<|audio_pad|>", "<|audio_end|>", "<|im_start|>"):
         if tokenizer.token_to_id(token) is None:
             raise LoadError(f"the tokenizer has no {token} token (not a Qwen3-ASR tokenizer)")
-    return Qwen3ASRRecognizer(model, tokenizer, config), None
+    return Qwen3ASRRecognizer(model, tokenizer, config)
 
 
 # Qwen2's pre-tokenizer split, as its tokenizer.json carries it.

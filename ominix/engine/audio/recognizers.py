@@ -1,8 +1,8 @@
 """One loader for the speech-recognition families in this package (the ASR kind's loader hook).
 
 `load(path)` -> (recognizer, None): FunASR directories (config.yaml: Paraformer, SeACo-Paraformer,
-SenseVoice) and config.json model_type qwen3_asr / fun_asr_nano. Whisper lives in its own module;
-`LOADERS` is the table to extend.
+SenseVoice) and config.json model_type qwen3_asr / fun_asr_nano. Each entry of `LOADERS` returns
+the recognizer itself, so the same lines fit any model_type -> loader table (Whisper's included).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 LOADERS = {
-    "funasr": "ominix.engine.audio.funasr:load",
+    "funasr": "ominix.engine.audio.funasr:load_funasr",
     "qwen3_asr": "ominix.engine.audio.qwen3_asr:load_qwen3_asr",
     "fun_asr_nano": "ominix.engine.audio.fun_asr_nano:load_fun_asr_nano",
 }
@@ -39,4 +39,4 @@ def load(path: str | Path):
         raise LoadError(f"{path} is not a speech recognition checkpoint this build can load "
                         f"({', '.join(LOADERS)})")
     module, _, fn = LOADERS[name].partition(":")
-    return getattr(importlib.import_module(module), fn)(path)
+    return getattr(importlib.import_module(module), fn)(path), None
