@@ -53,7 +53,7 @@ def build(model: str, out: Path) -> Path:
 
         config = sensevoice_config(dims=512, blocks=50, tp_blocks=20)
         config["encoder_conf"]["linear_units"] = 2048
-        config["vocab_size"] = 25055
+        config["vocab_size"] = config["model_conf"]["vocab_size"] = 25055  # funasr-mlx reads model_conf
         net = SenseVoiceSmall(encoder="SenseVoiceEncoderSmall", encoder_conf=config["encoder_conf"], input_size=560,
                               vocab_size=25055, **config["model_conf"])
         train_sentencepiece(out / "chn_jpn_yue_eng_ko_spectok.bpe.model")
@@ -157,18 +157,17 @@ def main() -> None:
         if not (path / "model.pt").exists():
             build(model, path)
         peer = args.peer_trials
-        results = {"ominix": run("ominix", model, path, args.seconds, args.trials, True),
-                   "funasr_mlx": run("funasr_mlx", model, path, args.seconds, peer or args.trials, peer is None)}
-        ours = results["ominix"]
-        for runner, r in results.items():
-            best = sorted(r["times"])[len(r["times"]) // 2]
-            r["rtf"] = best / args.seconds
-            ratio = "" if runner == "ominix" else \
-                f"{r['rtf'] / ours['rtf']:.2f}x / {ours['peak_gb'] / r['peak_gb']:.2f}x"
-            name = "OminiX" if runner == "ominix" else "funasr-mlx 0.2.3"
-            print(f"| {model} | {name} | {r['rtf']:.4f} | {r['peak_gb']:.2f} | {r['load_s']:.1f} | {r['tokens']} | {ratio} |",
-                  flush=True)
+        ours = run("ominix", model, path, args.seconds, args.trials, True)
+        _row(model, "OminiX", ours, None, args.seconds)
+        theirs = run("funasr_mlx", model, path, args.seconds, peer or args.trials, peer is None)
+        _row(model, "funasr-mlx 0.2.3", theirs, ours, args.seconds)
 
+
+def _row(model: str, name: str, r: dict, ours: dict | None, seconds: float) -> None:
+    r["rtf"] = sorted(r["times"])[len(r["times"]) // 2] / seconds
+    ratio = "" if ours is None else f"{r['rtf'] / ours['rtf']:.2f}x / {ours['peak_gb'] / r['peak_gb']:.2f}x"
+    print(f"| {model} | {name} | {r['rtf']:.4f} | {r['peak_gb']:.2f} | {r['load_s']:.1f} | {r['tokens']} | {ratio} |",
+          flush=True)
 
 if __name__ == "__main__":
     main()
