@@ -25,6 +25,12 @@ ARCHITECTURES: dict[str, str] = {
     "qwen3_moe": "ominix.models.qwen3_moe",
     "mixtral": "ominix.models.mixtral",
     "glm4_moe": "ominix.models.glm4_moe",
+    # speech recognition (FunASR layout: config.yaml + model.pt, see ominix/engine/audio/funasr.py)
+    "paraformer": "ominix.models.paraformer",
+    "seaco_paraformer": "ominix.models.seaco_paraformer",
+    "sensevoice": "ominix.models.sensevoice",
+    "qwen3_asr": "ominix.models.qwen3_asr",
+    "fun_asr_nano": "ominix.models.fun_asr_nano",
 }
 
 
