@@ -147,6 +147,7 @@ def pull(name: str, *, revision: str | None = None, include: list[str] | None = 
         _check_disk(the_plan)
         fetched = _fetch_all(the_plan, client, emit, workers or _default_workers())
     _finish(the_plan)
+    _convert_torch_checkpoint(the_plan.target, emit)
     emit({"event": "done", "id": source.model_id, "path": str(the_plan.target),
           "bytes_downloaded": fetched, "total_bytes": the_plan.total_bytes,
           "seconds": round(time.monotonic() - started, 3)})
@@ -568,6 +569,20 @@ def _link_snapshot(the_plan: Plan) -> None:
     revision = the_plan.source.revision
     if revision and revision != the_plan.revision and not is_commit_hash(revision):
         atomic_write(the_plan.storage / "refs" / revision, the_plan.revision)
+
+
+def _convert_torch_checkpoint(target: Path, emit: EventHandler) -> None:
+    """FunASR repos ship PyTorch `model.pt`: write `model.safetensors` next to it once, so loading
+    never needs torch. A file that is not a torch zip checkpoint is left for the loader to report."""
+    import zipfile
+
+    from ominix.hub import torch_pickle
+
+    source = target / "model.pt"
+    if (target / "model.safetensors").exists() or not source.is_file() or not zipfile.is_zipfile(source):
+        return
+    emit({"event": "convert", "file": "model.pt", "to": "model.safetensors"})
+    torch_pickle.convert_dir(target)
 
 
 def _write_manifest(the_plan: Plan) -> None:

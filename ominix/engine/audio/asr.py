@@ -14,6 +14,9 @@ from ominix.engine.load import LoadError
 
 RECOGNIZERS = {
     "whisper": "ominix.engine.audio.whisper:load_whisper",
+    "funasr": "ominix.engine.audio.funasr:load_funasr",  # Paraformer, SeACo-Paraformer, SenseVoice
+    "qwen3_asr": "ominix.engine.audio.qwen3_asr:load_qwen3_asr",
+    "fun_asr_nano": "ominix.engine.audio.fun_asr_nano:load_fun_asr_nano",
 }
 
 
