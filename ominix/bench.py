@@ -54,7 +54,7 @@ def check_benchable(name: str, path: Path) -> None:
     except (RegistryError, StoreError):
         entry = None
     kind = kinds.detect(path, entry)
-    if "bench" not in kind.verbs:
+    if "bench" not in kind.verbs or kind.name == "asr":  # ASR models: run_asr_bench
         raise BenchError(str(kinds.mismatch(name, kind, "`ominix bench`")))
 
 
@@ -179,3 +179,100 @@ def format_result(r: dict) -> str:
             f"  peak memory {r['peak_memory_gb']:10.3f} GB",
         ]
     )
+
+
+# ---- speech recognition -------------------------------------------------------------------------
+#   RTF               wall seconds to transcribe / seconds of audio (lower is better; 0.1 = 10x
+#                     faster than real time); decoding the file is included, as in a request
+#   first segment     seconds from the start until the first recognised segment
+#   peak memory       mx.get_peak_memory() during a trial, weights included (GB)
+
+ASR_METRICS = ("rtf", "first_segment_s", "wall_s", "peak_memory_gb")
+
+
+def is_asr(ref: str, path: Path) -> bool:
+    from ominix import kinds
+    from ominix.hub.store import StoreError, locate
+    from ominix.registry import RegistryError
+
+    try:
+        entry = locate(ref).entry
+    except (RegistryError, StoreError):
+        entry = None
+    return kinds.detect(path, entry).name == "asr"
+
+
+def time_transcription(recognizer, audio: Path, **options) -> dict:
+    import mlx.core as mx
+
+    from ominix.engine.audio.transcribe import SegmentEvent, TranscribeJob, run_job
+
+    mx.reset_peak_memory()
+    start = time.perf_counter()
+    first = []
+
+    def on_event(event):
+        if isinstance(event, SegmentEvent) and not first:
+            first.append(time.perf_counter() - start)
+
+    result = run_job(TranscribeJob(audio, **options), recognizer, on_event)
+    wall = time.perf_counter() - start
+    return {"wall_s": wall, "rtf": wall / max(result.duration, 1e-9),
+            "first_segment_s": first[0] if first else wall, "peak_memory_gb": mx.get_peak_memory() / 1e9,
+            "audio_seconds": result.duration, "text": result.text}
+
+
+def run_asr_bench(ref: str, audio: str | None, trials: int = 3, *, warmup: bool = True, **options) -> dict:
+    """Load a speech recognizer once, warm up on the first window, time `trials` transcriptions."""
+    if not audio:
+        raise BenchError("a speech recognition model needs --audio FILE (the speech to transcribe)")
+    audio_path = Path(audio).expanduser()
+    if not audio_path.is_file():
+        raise BenchError(f"{audio}: no such file")
+    if trials < 1:
+        raise BenchError(f"trials must be >= 1, got {trials}")
+    path = resolve_model(ref)
+
+    import mlx.core as mx
+
+    from ominix import _blas
+    from ominix.engine.audio.asr import load
+    from ominix.engine.audio.decode import AudioError, decode_audio
+    from ominix.engine.load import LoadError
+
+    start = time.perf_counter()
+    try:
+        recognizer = load(path)[0]
+    except (LoadError, OSError, ValueError) as e:
+        raise BenchError(f"cannot load {path}: {e}") from None
+    load_s = time.perf_counter() - start
+    try:
+        if warmup:
+            window = decode_audio(audio_path, max_seconds=24 * 3600)[: int(recognizer.window_seconds * 16000)]
+            recognizer.transcribe_window(window, **options)
+        runs = [time_transcription(recognizer, audio_path, **options) for _ in range(trials)]
+    except AudioError as e:
+        raise BenchError(f"{audio}: {e}") from None
+    chosen = getattr(recognizer, "config", {}).get("_ominix", {})
+    return {
+        "model": ref, "path": str(path), "kind": "asr", "audio": str(audio_path),
+        "audio_seconds": runs[0]["audio_seconds"], "trials": trials,
+        **{k: statistics.median(r[k] for r in runs) for k in ASR_METRICS},
+        "load_s": load_s, "device": str(mx.default_device()),
+        "compute_dtype": chosen.get("compute_dtype"), "checkpoint_dtype": chosen.get("checkpoint_dtype"),
+        "blas": _blas.blas_status()["path"], "text": runs[0]["text"],
+        "runs": [{k: r[k] for k in ASR_METRICS} for r in runs],
+    }
+
+
+def format_asr_result(r: dict) -> str:
+    return "\n".join([
+        f"{r['model']}  [speech recognition, computing in {r['compute_dtype']} on {r['device']}, "
+        f"BLAS: {r['blas'] or 'bundled'}]",
+        f"{r['audio']} ({r['audio_seconds']:.1f} s of audio), median of {r['trials']} trial(s) "
+        f"(load {r['load_s']:.2f}s)",
+        f"  real-time factor {r['rtf']:8.3f}  ({1 / max(r['rtf'], 1e-9):.1f}x faster than real time)",
+        f"  first segment    {r['first_segment_s']:8.2f} s",
+        f"  wall             {r['wall_s']:8.2f} s",
+        f"  peak memory      {r['peak_memory_gb']:8.3f} GB",
+    ])

@@ -32,7 +32,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          ("POST /v1/chat/completions", "POST /v1/completions"), ("run", "bench")),
     Kind("embedding", "an embedding model", "embedding", "ominix.engine.embed:load",
          ("POST /v1/embeddings",), (), ("bert", "xlm_roberta", "nomic_bert", "modernbert")),
-    Kind("asr", "a speech recognition model", "asr", None,
+    Kind("asr", "a speech recognition model", "asr", "ominix.engine.audio.asr:load",
          ("POST /v1/audio/transcriptions", "POST /v1/audio/translations"), ("transcribe", "bench"),
          ("whisper", "paraformer", "qwen3_asr", "funasr", "sensevoice", "fun_asr_nano")),
     Kind("tts", "a text-to-speech model", "tts", None, ("POST /v1/audio/speech",), ("say",),
@@ -77,6 +77,8 @@ def detect(path: Path | str | None, entry=None) -> Kind:
     if (path / "modules.json").is_file():  # sentence-transformers layout
         return KINDS["embedding"]
     config = _read_json(path / "config.json")
+    if "n_audio_state" in config:  # mlx-whisper dimensions (early ones carry no model_type)
+        return KINDS["asr"]
     model_type = str(config.get("model_type") or "").lower().replace("-", "_")
     for kind in KINDS.values():
         if model_type in kind.model_types:

@@ -111,6 +111,7 @@ def create_app(
     from ominix.api.guard import Guard
     from contextlib import asynccontextmanager
 
+    from ominix.api import audio as audio_routes
     from ominix.api import metrics as metrics_routes
     from ominix.api import ollama as ollama_routes
     from ominix.api import openai as openai_routes
@@ -186,6 +187,7 @@ def create_app(
         return error_response(500, f"Internal error: {type(exc).__name__}", type="server_error")
 
     app.include_router(openai_routes.router)
+    app.include_router(audio_routes.router)
     app.include_router(metrics_routes.router)
     app.include_router(ollama_routes.router)  # Ollama's /api routes, beside /v1
     return app

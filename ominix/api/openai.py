@@ -171,7 +171,8 @@ async def resolve(request: Request, name: str, kind: str) -> ModelRef:
     return ref
 
 
-ASKED = {"chat": "chat or text completions", "embedding": "embeddings"}  # what each route asks for
+ASKED = {"chat": "chat or text completions", "embedding": "embeddings",
+         "asr": "audio transcriptions and translations"}  # what each route asks for
 
 
 async def bounded_prompt(request: Request, ref: ModelRef, render, chars: int):

@@ -233,15 +233,21 @@ def bench(
                                           help="Prompt chunk size (default: the engine's for this device)."),
     dtype: str = typer.Option(None, "--dtype", help="Compute dtype override (float32, bfloat16, float16)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    audio: str = typer.Option(None, "--audio", help="Speech recognition models: the audio file to transcribe."),
 ):
-    """Measure prompt and generation tokens/sec, time to first token, and peak memory."""
+    """Measure prompt and generation tokens/sec, time to first token, and peak memory; for a speech
+    recognition model (with --audio), the real-time factor, first-segment latency and peak memory."""
     import json
 
     from ominix import _blas
-    from ominix.bench import BenchError, format_result, run_bench
+    from ominix.bench import BenchError, format_asr_result, format_result, is_asr, resolve_model, run_asr_bench, run_bench
 
     _blas.warn_once_if_slow()
     try:
+        if is_asr(model, resolve_model(model)):
+            result = run_asr_bench(model, audio, trials)
+            typer.echo(json.dumps(result, indent=2) if as_json else format_asr_result(result))
+            return
         result = run_bench(model, prompt_tokens, generation_tokens, trials,
                            prefill_step_size=prefill_step_size, dtype=dtype)  # fmt: skip
     except BenchError as e:

@@ -372,7 +372,8 @@ def _print_plan(event: dict, as_json: bool) -> None:
 
 @app.command()
 def convert(
-    src: str = typer.Argument(..., help="Hugging Face checkpoint directory (safetensors)."),
+    src: str = typer.Argument(..., help="Hugging Face checkpoint directory (safetensors), or a "
+                              "CTranslate2 / faster-whisper Whisper directory (model.bin)."),
     dst: str = typer.Argument(..., help="New directory for the MLX checkpoint (must not exist or be empty)."),
     quantize: bool = typer.Option(False, "-q", "--quantize", help="MLX affine quantization."),
     bits: int = typer.Option(4, "--bits", help="Bits per weight when quantizing: 2, 3, 4, 5, 6 or 8."),
@@ -380,6 +381,7 @@ def convert(
     dtype: str = typer.Option(None, "--dtype", help="float16, bfloat16 or float32 (default: the source's)."),
 ):
     """Convert a checkpoint to MLX (cast or quantized), in a layout mlx-lm also loads."""
+    from ominix.engine.audio.ct2 import CT2Error
     from ominix.engine.convert import ConvertError
     from ominix.engine.convert import convert as convert_checkpoint
     from ominix.engine.load import LoadError
@@ -387,6 +389,6 @@ def convert(
     try:
         convert_checkpoint(src, dst, quantize=quantize, bits=bits, group_size=group_size, dtype=dtype,
                            log=lambda message: typer.echo(message, err=True))  # fmt: skip
-    except (ConvertError, LoadError) as error:
+    except (ConvertError, LoadError, CT2Error) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1)

@@ -20,6 +20,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from ominix.engine.audio.ct2 import CT2Error, convert_ct2, is_ct2_whisper
 from ominix.engine.load import (
     INDEX_FILE,
     LoadError,
@@ -64,6 +65,13 @@ def convert(
     src, dst = Path(src), Path(dst)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise ConvertError(f"{dst} already exists and is not empty; choose a new directory")
+    if is_ct2_whisper(src):  # a CTranslate2 (faster-whisper) Whisper: unpack its model.bin first
+        if not quantize and dtype is None:
+            return convert_ct2(src, dst, log)
+        with tempfile.TemporaryDirectory(dir=dst.parent if dst.parent.exists() else None) as tmp:
+            unpacked = convert_ct2(src, Path(tmp) / "unpacked", log)
+            return convert(unpacked, dst, quantize=quantize, bits=bits, group_size=group_size,
+                           dtype=dtype, overrides=overrides, max_shard_bytes=max_shard_bytes, log=log)
     config = read_config(src)
     if config.get("quantization") or config.get("quantization_config"):
         raise ConvertError(f"{src} is already quantized; convert from the float checkpoint")

@@ -153,6 +153,9 @@ def pull(name: str, *, revision: str | None = None, include: list[str] | None = 
           "seconds": round(time.monotonic() - started, 3)})
     for needed in source.requires:  # e.g. an ASR adaptor that runs on a separate LLM entry
         ensure_local(needed, on_event=on_event)
+    from ominix.hub.whisper import ensure_tokenizer
+
+    ensure_tokenizer(the_plan.target, on_event=on_event)  # mlx-whisper repos carry no tokenizer
     return the_plan.target
 
 

