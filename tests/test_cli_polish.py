@@ -86,6 +86,8 @@ def test_run_has_line_editing_and_history(tmp_path):
         read_until(b">>> ")
         os.write(fd, b"/system first\r")
         read_until(b"Set system message.")
+        out = out[out.index(b"Set system message.") + len(b"Set system message."):]
+        read_until(b">>> ")  # readline owns the terminal again before we press a key
         out = b""
         os.write(fd, b"\x1b[A")  # Up: the previous line comes back, editable
         read_until(b"/system first")
