@@ -24,6 +24,7 @@ ARCHITECTURES: dict[str, str] = {
     "qwen3_moe": "ominix.models.qwen3_moe",
     "mixtral": "ominix.models.mixtral",
     "glm4_moe": "ominix.models.glm4_moe",
+    "qwen3_vl": "ominix.models.qwen3_vl",
 }
 
 
