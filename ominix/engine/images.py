@@ -23,10 +23,12 @@ class ImageError(ValueError):
     """An image that cannot be used (corrupt, too large, unsupported); the API answers 400."""
 
 
-def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS):
+def decode_image(data: bytes, max_bytes: int | None = None, max_pixels: int | None = None):
     """Bytes of a PNG/JPEG/WebP/GIF/BMP... -> an RGB PIL image (the first frame of an animation)."""
     from PIL import Image, UnidentifiedImageError
 
+    max_bytes = MAX_IMAGE_BYTES if max_bytes is None else max_bytes
+    max_pixels = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     if not data:
         raise ImageError("the image is empty")
     if len(data) > max_bytes:
