@@ -16,7 +16,11 @@ from ominix.engine.llm.cache import make_cache
 from ominix.engine.llm.generate import generate
 from ominix.engine.llm.sample import SamplingParams
 from ominix.engine.vlm import VisionPrompt, WithMedia, expand_prompt, load
+from pathlib import Path
+
 from tests.vlm_checkpoints import PREPROCESSOR, qwen3_vl_checkpoint, reference_model, sample_image
+
+CONFIGS = Path(__file__).parent / "data" / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +134,64 @@ def test_greedy_tokens_match(loaded, reference, ckpt):
     tokenizer.eos_token_ids = set()
     result = generate(WithMedia(model, media), tokenizer, ids, SamplingParams(temperature=0.0), max_tokens=12)
     assert result.tokens == expected
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quantized_mlx_checkpoint_loads_and_follows_the_float_model(bits, ckpt, loaded, tmp_path):
+    """What mlx-community publishes: the mlx-vlm layout with MLX affine quantization."""
+    from ominix.engine.convert import convert
+
+    out = convert(ckpt, tmp_path / f"q{bits}", quantize=True, bits=bits, group_size=32)
+    quantized, tokenizer = load(out)
+    from mlx.utils import tree_flatten
+
+    names = dict(tree_flatten(quantized.parameters()))
+    assert "language_model.model.layers.0.self_attn.q_proj.scales" in names
+    assert "vision_tower.blocks.0.attn.qkv.scales" in names
+    model, _ = loaded
+    images = [ImageProcessor.from_dir(out)(sample_image(80, 48, seed=1))]
+    ids = _prompt(quantized, tokenizer, images)
+    want = np.array(model(mx.array(ids)[None], media=VisionPrompt(model, ids, images).encode_all())[0])
+    got = np.array(quantized(mx.array(ids)[None], media=VisionPrompt(quantized, ids, images).encode_all())[0])
+    # Quantization noise on random weights: 8-bit stays close, 4-bit stays strongly correlated.
+    corr = np.corrcoef(got.ravel(), want.ravel())[0, 1]
+    assert corr > (0.999 if bits == 8 else 0.95), corr
+
+
+def test_the_catalog_config_at_test_size_matches_transformers(tmp_path):
+    """tests/data/configs/qwen3-vl-2b.json (Qwen3-VL-2B-Instruct's config.json as mlx-community
+    ships it, with its 4-bit block) parses as published; shrunk (widths, heads, depth only; tied
+    head, mrope interleave, DeepStack taps kept) it matches transformers."""
+    from ominix.models.qwen3_vl import ModelArgs
+
+    published = json.loads((CONFIGS / "qwen3-vl-2b.json").read_text())
+    args = ModelArgs.from_dict(published)
+    assert args.mrope_section == (24, 20, 20) and args.text.tie_word_embeddings
+    assert args.vision.deepstack_visual_indexes == [5, 11, 17] and args.text.rope_theta == 5000000
+    assert args.vocab_size == 151936 and args.max_position_embeddings == 262144
+    text = {k: v for k, v in published["text_config"].items() if k not in ("hidden_size", "intermediate_size",
+            "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size",
+            "rope_scaling", "bos_token_id", "eos_token_id", "dtype")}
+    vision = {k: v for k, v in published["vision_config"].items() if k not in ("depth", "hidden_size",
+              "intermediate_size", "num_heads", "out_hidden_size", "num_position_embeddings", "deepstack_visual_indexes")}
+    path = qwen3_vl_checkpoint(tmp_path / "vl2b", seed=3, text=text, vision={**vision, "deepstack_visual_indexes": [0, 2]},
+                               tie=published["tie_word_embeddings"])
+    ref = reference_model(path)
+    model, tokenizer = load(path)
+    assert not hasattr(model.language_model, "lm_head")
+    pil = sample_image(96, 64, seed=4)
+    images = [ImageProcessor.from_dir(path)(pil)]
+    ids = _prompt(model, tokenizer, images)
+    with torch.no_grad():
+        expected = ref(**_hf_inputs(hf_processor()(images=[pil], return_tensors="np"), ids, model.args.image_token_id)).logits[0]
+    got = np.array(model(mx.array(ids)[None], media=VisionPrompt(model, ids, images).encode_all())[0])
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
+
+
+def test_list_all_says_the_qwen3_vl_entry_runs():
+    from typer.testing import CliRunner
+
+    from ominix.cli import app
+
+    rows = {r["id"]: r for r in json.loads(CliRunner().invoke(app, ["list", "--all", "--json"]).output)}
+    assert rows["qwen3-vl-2b"]["runnable"] is True and rows["qwen3-vl-2b"]["category"] == "vlm"

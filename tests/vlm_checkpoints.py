@@ -41,14 +41,15 @@ PREPROCESSOR = {
 }
 
 
-def config_for(path: Path) -> dict:
+def config_for(path: Path, text: dict | None = None, vision: dict | None = None, tie: bool = False) -> dict:
     ids = special_ids(path)
+    text = {**TEXT, **(text or {}), "vocab_size": VOCAB_SIZE, "tie_word_embeddings": tie}
     return {
         "architectures": ["Qwen3VLForConditionalGeneration"], "model_type": "qwen3_vl",
-        "text_config": dict(TEXT), "vision_config": dict(VISION),
+        "text_config": text, "vision_config": {**VISION, **(vision or {})},
         "image_token_id": ids["<|image_pad|>"], "video_token_id": ids["<|video_pad|>"],
         "vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"],
-        "tie_word_embeddings": False, "torch_dtype": "float32", "transformers_version": "4.57.0",
+        "tie_word_embeddings": tie, "torch_dtype": "float32", "transformers_version": "4.57.0",
     }
 
 
@@ -72,7 +73,8 @@ def _randomize(model, seed: int) -> None:
                 p.copy_(0.08 * noise)
 
 
-def qwen3_vl_checkpoint(path: Path, seed: int = 0, mlx_layout: bool = False) -> Path:
+def qwen3_vl_checkpoint(path: Path, seed: int = 0, mlx_layout: bool = False, text: dict | None = None,
+                        vision: dict | None = None, tie: bool = False) -> Path:
     import torch
     from safetensors.torch import load_file, save_file
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
@@ -85,7 +87,7 @@ def qwen3_vl_checkpoint(path: Path, seed: int = 0, mlx_layout: bool = False) -> 
     template = (DATA / "qwen3_vl_chat_template.jinja").read_text()
     (path / "chat_template.json").write_text(json.dumps({"chat_template": template}, indent=2))
     (path / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2))
-    config = config_for(path)
+    config = config_for(path, text, vision, tie)
 
     torch.manual_seed(seed)
     model = Qwen3VLForConditionalGeneration(Qwen3VLConfig(**config))
