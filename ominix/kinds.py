@@ -40,7 +40,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("image", "an image generation model", "image_gen", None,
          ("POST /v1/images/generations", "POST /v1/images/edits"), ("image",)),
     Kind("vlm", "a vision chat model", "vlm", "ominix.engine.vlm:load", ("POST /v1/chat/completions",), ("run",),
-         ("qwen3_vl",)),
+         ("qwen3_vl", "moxin_vlm", "prismatic")),
 )}
 
 BY_CATEGORY = {k.category: k for k in KINDS.values()}

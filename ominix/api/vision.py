@@ -14,7 +14,7 @@ import binascii
 from starlette.concurrency import run_in_threadpool
 
 from ominix.api.app import APIError
-from ominix.engine.images import MAX_IMAGE_BYTES, ImageError, ImageProcessor, decode_image
+from ominix.engine.images import MAX_IMAGE_BYTES, ImageError, decode_image, image_placement, processor_for
 
 MAX_IMAGES = 16  # per request
 IMAGE_TYPES = ("image_url", "input_image", "image")
@@ -81,7 +81,7 @@ def _data_url_bytes(url: str) -> bytes:
 
 
 def _prepare_sync(path, urls: list[str]):
-    processor = ImageProcessor.from_dir(path)
+    processor = processor_for(path)
     out = []
     for n, url in enumerate(urls, start=1):
         try:
@@ -95,6 +95,7 @@ async def prepare(ref, messages: list[dict]) -> tuple[list[dict], list]:
     """(messages with each image part as {"type": "image"} for the chat template, the processed
     images in prompt order)."""
     urls, rendered = [], []
+    text_only = image_placement(ref.path) == "after_bos"  # the model puts the picture itself
     for m in messages:
         content = m.get("content")
         if isinstance(content, list) and any(_is_image(p) for p in content):
@@ -102,11 +103,14 @@ async def prepare(ref, messages: list[dict]) -> tuple[list[dict], list]:
             for p in content:
                 if _is_image(p):
                     urls.append(_url_of(p))
-                    parts.append({"type": "image"})
+                    if not text_only:
+                        parts.append({"type": "image"})
                 else:
                     parts.append(p)
             m = {**m, "content": parts}
         rendered.append(m)
+    if text_only and len(urls) > 1:
+        raise APIError(400, f"this model takes one image per conversation; {len(urls)} were sent", param="messages")
     if len(urls) > MAX_IMAGES:
         raise APIError(400, f"{len(urls)} images in one request; the limit is {MAX_IMAGES}", param="messages")
     images = await run_in_threadpool(_prepare_sync, ref.path, urls)

@@ -94,14 +94,14 @@ class _ChatSession:
 
     def attach(self, file: str) -> None:
         """Read a picture for the next message (a clear error for a text model or a bad file)."""
-        from ominix.engine.images import ImageError, ImageProcessor, decode_image
+        from ominix.engine.images import ImageError, decode_image, processor_for
 
         if not hasattr(self.model, "encode_image"):
             raise ValueError(f"{self.model.model_type} is a chat model; it does not take images: use a vision model")
         try:
             with open(file, "rb") as f:
                 data = f.read()
-            processed = ImageProcessor.from_dir(self.model.image_processor_path)(decode_image(data))
+            processed = processor_for(self.model.image_processor_path)(decode_image(data))
         except (OSError, ImageError) as e:
             raise ValueError(f"{file}: {e}") from None
         self.pending.append(processed)
@@ -126,7 +126,7 @@ class _ChatSession:
 
         system = [{"role": "system", "content": self.system}] if self.system else []
         question = {"role": "user", "content": text}
-        if self.pending:
+        if self.pending and not hasattr(self.model, "place_images"):  # Prismatic puts the picture itself
             question["content"] = [{"type": "image"} for _ in self.pending] + [{"type": "text", "text": text}]
         messages = system + self.history + [question]
         images = self.images + self.pending

@@ -146,3 +146,50 @@ class ImageProcessor:
         x = pixels.reshape(C, gh // m, m, P, gw // m, m, P).transpose(1, 4, 2, 5, 0, 3, 6)
         x = np.broadcast_to(x[:, :, :, :, :, None], (*x.shape[:5], T, P, P))
         return np.ascontiguousarray(x.reshape(gh * gw, C * T * P * P))
+
+
+# --- Prismatic (Moxin-VLM): one fixed-size picture for two backbones -----------------------------
+
+PRISMATIC_TYPES = ("moxin_vlm", "prismatic")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class PrismaticProcessor:
+    """Prismatic's "resize-naive": bicubic resize to the square input size, then the DINOv2
+    (ImageNet statistics) and SigLIP ([-1, 1]) normalisations, stacked as 6 channels."""
+
+    image_size: int = 224
+    patch_size: int = 14
+
+    def __call__(self, image) -> ProcessedImage:
+        from PIL import Image
+
+        image = image.resize((self.image_size, self.image_size), resample=Image.BICUBIC)
+        pixels = np.asarray(image, dtype=np.float32) / np.float32(255)
+        dino = (pixels - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+        siglip = (pixels - np.float32(0.5)) / np.float32(0.5)
+        side = self.image_size // self.patch_size
+        return ProcessedImage(np.concatenate([dino, siglip], axis=-1).transpose(2, 0, 1), (1, side, side))
+
+
+def _config(path) -> dict:
+    try:
+        data = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def processor_for(path):
+    """The image processor of a vision checkpoint directory."""
+    config = _config(path)
+    if config.get("model_type") in PRISMATIC_TYPES:
+        return PrismaticProcessor(int((config.get("image_sizes") or [224])[0]))
+    return ImageProcessor.from_dir(path)
+
+
+def image_placement(path) -> str:
+    """"template": the chat template places each image part; "after_bos": the model takes one
+    picture right after BOS and its template sees text only."""
+    return "after_bos" if _config(path).get("model_type") in PRISMATIC_TYPES else "template"

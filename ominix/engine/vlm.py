@@ -30,7 +30,10 @@ def image_token_id(model) -> int:
 
 
 def expand_prompt(model, ids: list[int], images: list[ProcessedImage]) -> list[int]:
-    """Each image placeholder in `ids` -> as many placeholders as its image has tokens."""
+    """Each image placeholder in `ids` -> as many placeholders as its image has tokens. A model
+    whose template places no images (Prismatic) puts them itself (`place_images`)."""
+    if hasattr(model, "place_images"):
+        return model.place_images(ids, len(images))
     token = image_token_id(model)
     slots = [i for i, t in enumerate(ids) if t == token]
     if len(slots) != len(images):

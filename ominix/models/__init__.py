@@ -25,6 +25,8 @@ ARCHITECTURES: dict[str, str] = {
     "mixtral": "ominix.models.mixtral",
     "glm4_moe": "ominix.models.glm4_moe",
     "qwen3_vl": "ominix.models.qwen3_vl",
+    "moxin_vlm": "ominix.models.moxin_vlm",
+    "prismatic": "ominix.models.moxin_vlm",
 }
 
 
