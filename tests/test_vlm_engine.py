@@ -115,3 +115,18 @@ def test_placeholders_must_match_the_images(ckpt, worker):
     while not isinstance(event, Failed):
         event = box.get(timeout=60)
     assert isinstance(event.error, RequestError) and "placeholder" in str(event.error)
+
+
+def test_image_features_are_freed_after_the_last_prefill(ckpt):
+    model, tokenizer = load(ckpt)
+    images = [ImageProcessor.from_dir(ckpt)(sample_image())]
+    from ominix.engine.llm.chat import build_chat_prompt
+
+    ids = expand_prompt(model, tokenizer.encode(build_chat_prompt(tokenizer, chat("Hi", 1))), images)
+    vision = VisionPrompt(model, ids, images)
+    vision.users = 2  # n=2 choices share the encoded images
+    delta = vision.encode_all().rope_delta
+    vision.release()
+    assert vision.media.embeds is not None  # the second choice still prefills with them
+    vision.release()
+    assert vision.media.embeds is None and vision.features == [] and vision.media.rope_delta == delta

@@ -10,6 +10,8 @@ sequences decode in the model's batch with their rope delta (batch.py carries it
 
 from __future__ import annotations
 
+import dataclasses
+
 import mlx.core as mx
 
 from ominix.engine.images import ProcessedImage
@@ -55,6 +57,7 @@ class VisionPrompt:
         self.images = images
         self.features: list = []
         self.media = None
+        self.users = 0  # sequences that still have to prefill with these images
 
     @property
     def ready(self) -> bool:
@@ -68,6 +71,14 @@ class VisionPrompt:
         if len(self.features) == len(self.images):
             self.media = self.model.media_inputs(self.prompt, [i.grid for i in self.images], self.features)
             mx.eval(self.media.embeds, self.media.deepstack, self.media.positions, self.media.index)
+
+    def release(self) -> None:
+        """One sequence finished its prefill; after the last, only the rope delta is kept (decoding
+        needs no image features)."""
+        self.users -= 1
+        if self.users <= 0 and self.media is not None:
+            self.features = []
+            self.media = dataclasses.replace(self.media, index=None, embeds=None, deepstack=[], positions=None)
 
     def encode_all(self):
         while not self.ready:

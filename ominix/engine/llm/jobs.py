@@ -159,6 +159,8 @@ class GenerateJob:
                 sequences.append(Sequence(ticket, tokenizer, p * self.n + j, ids, params,
                                           max_tokens, self.stop, processors, counts_usage=j == 0))
                 sequences[-1].vision = vision
+                if vision is not None:
+                    vision.users += 1
         return sequences
 
     def _vision(self, model, ids):

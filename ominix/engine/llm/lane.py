@@ -78,10 +78,11 @@ class LLMLane:
         mx.eval(out.arrays())
         self.prefilling.popleft()
         self._accept(seq, out)
+        if seq.vision is not None:
+            for c in seq.cache:  # text after the images continues at offset + delta
+                c.rope_delta = seq.vision.media.rope_delta
+            seq.vision.release()
         if seq.finish is None:
-            if seq.vision is not None:  # text after the images continues at offset + delta
-                for c in seq.cache:
-                    c.rope_delta = seq.vision.media.rope_delta
             if self.batchable:
                 self.batch.join(seq.cache)
                 seq.cache = None
