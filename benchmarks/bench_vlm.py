@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent  # this source tree's ominix, here and in the runners
 sys.path.insert(0, str(ROOT))
+import ominix  # noqa: E402,F401  (before mlx.core: the BLAS preload, and its path for the +blas runner)
 
 TEXT = dict(model_type="qwen3_vl_text", hidden_size=1024, num_hidden_layers=8, num_attention_heads=8,
             num_key_value_heads=4, head_dim=128, intermediate_size=3072, vocab_size=151936, rms_norm_eps=1e-6,
@@ -110,7 +111,6 @@ def write_checkpoint(path: Path, side: int) -> None:
     import numpy as np
     from mlx.utils import tree_flatten
 
-    import ominix  # noqa: F401
     from ominix.engine.images import ImageProcessor
     from ominix.models.qwen3_vl import Model, ModelArgs
 

@@ -80,15 +80,21 @@ def _data_url_bytes(url: str) -> bytes:
         raise APIError(400, "an image data URL is not valid base64", param="messages", code="invalid_image") from None
 
 
-def _prepare_sync(path, urls: list[str]):
+def process_images(path, blobs: list[bytes], param: str = "messages") -> list:
+    """Image bytes -> the checkpoint's processed images (blocking: call it in the thread pool).
+    Also what an `images` field of base64 strings (Ollama's API) needs after decoding them."""
     processor = processor_for(path)
     out = []
-    for n, url in enumerate(urls, start=1):
+    for n, data in enumerate(blobs, start=1):
         try:
-            out.append(processor(decode_image(_data_url_bytes(url))))
+            out.append(processor(decode_image(data)))
         except ImageError as e:
-            raise APIError(400, f"image {n}: {e}", param="messages", code="invalid_image") from None
+            raise APIError(400, f"image {n}: {e}", param=param, code="invalid_image") from None
     return out
+
+
+def _prepare_sync(path, urls: list[str]):
+    return process_images(path, [_data_url_bytes(url) for url in urls])
 
 
 async def prepare(ref, messages: list[dict]) -> tuple[list[dict], list]:
