@@ -39,7 +39,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          ("qwen3_tts", "gpt_sovits")),
     Kind("image", "an image generation model", "image_gen", None,
          ("POST /v1/images/generations", "POST /v1/images/edits"), ("image",)),
-    Kind("vlm", "a vision chat model", "vlm", None, ("POST /v1/chat/completions",), ()),
+    Kind("vlm", "a vision chat model", "vlm", "ominix.engine.vlm:load", ("POST /v1/chat/completions",), ("run",),
+         ("qwen3_vl", "moxin_vlm", "prismatic")),
 )}
 
 BY_CATEGORY = {k.category: k for k in KINDS.values()}

@@ -99,7 +99,7 @@ def test_invalid_parameters_are_400(client, kwargs, param):
     (dict(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}}),
      "invalid JSON schema", None),
     (dict(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]),
-     "image_url", None),
+     "does not take images. Use a vision model", "model_not_supported"),
     (dict(chat_template_kwargs={"messages": []}), "may not set messages", None),
 ])
 def test_requests_the_model_cannot_serve_are_400(client, kwargs, match, code):

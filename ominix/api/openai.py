@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ominix import kinds
+from ominix.api import vision
 from ominix.api.app import APIError, check_auth, validation_message
 from ominix.api.prompts import message_chars
 from ominix.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, LoadRequest
@@ -163,9 +164,11 @@ def _servable_ref(request: Request, name: str) -> ModelRef:
     return ref
 
 
-async def resolve(request: Request, name: str, kind: str) -> ModelRef:
+async def resolve(request: Request, name: str, kind: str | tuple[str, ...]) -> ModelRef:
     ref = await run_in_threadpool(_servable_ref, request, name)
-    if ref.kind != kind:
+    accepted = (kind,) if isinstance(kind, str) else kind
+    if ref.kind not in accepted:
+        kind = accepted[0]
         error = kinds.mismatch(name, kinds.KINDS[ref.kind], ASKED[kind])
         raise APIError(400, str(error), param="model", code=error.code)
     return ref
@@ -424,8 +427,13 @@ async def get_model(model_id: str, request: Request):
 @router.post("/v1/chat/completions", dependencies=auth)
 async def chat_completions(request: Request):
     req: ChatCompletionRequest = await read_request(request, ChatCompletionRequest)
-    ref = await resolve(request, req.model, "chat")
+    ref = await resolve(request, req.model, ("chat", "vlm"))
     messages = [m.model_dump(exclude_none=True) for m in req.messages]
+    images = None
+    if vision.has_images(messages):  # image content parts: vision models only (api/vision.py)
+        if ref.kind != "vlm":
+            raise vision.refuse_images(req.model, kinds.KINDS[ref.kind].noun)
+        messages, images = await vision.prepare(ref, messages)
     use_tools = bool(req.tools) and req.tool_choice != "none"
     tools = [t.model_dump(exclude_none=True) for t in req.tools] if use_tools else None
     template_kwargs = req.chat_template_kwargs
@@ -453,6 +461,7 @@ async def chat_completions(request: Request):
         stop=req.stop_list(),
         n=req.n,
         response_format=response_format,
+        images=images,
     )
     stream, started = await start_job(request, ref.id, job, keep_alive_of(req))
     meta = {
@@ -596,7 +605,7 @@ async def completions(request: Request):
     if req.best_of is not None and req.best_of != req.n:
         raise APIError(400, "'best_of' is not supported (other than equal to n).", param="best_of",
                        code="unsupported_parameter")
-    ref = await resolve(request, req.model, "chat")
+    ref = await resolve(request, req.model, ("chat", "vlm"))
     want_logprobs = req.logprobs is not None
     prompts = [p if not isinstance(p, str) else await bounded_prompt(request, ref, lambda tok, p=p: p, len(p))
                for p in req.prompts()]

@@ -38,6 +38,7 @@ class _Body(BaseModel):
 class ContentPart(_Body):
     type: str
     text: Optional[str] = None
+    image_url: Union[str, dict, None] = None  # {"url": "data:image/png;base64,...", "detail": ...}
 
 
 class FunctionCall(_Body):

@@ -18,6 +18,8 @@ def run(
     system: str = typer.Option(None, "--system", help="System prompt."),
     verbose: bool = typer.Option(False, "--verbose", help="Print speed figures after each answer."),
     think: bool = typer.Option(None, "--think/--no-think", help="Turn a model's thinking on or off (Qwen3)."),
+    image: list[str] = typer.Option(None, "--image", help="A picture for the first question (repeat for "
+                                    "several); vision models only."),
 ):
     """Run a model: answer one prompt (argument or piped stdin) or chat interactively."""
     import sys
@@ -33,6 +35,8 @@ def run(
         session = _ChatSession(*loaded, system=system, think=think, verbose=verbose)
         session.params = session.sampling_params(temp, top_p, seed)
         session.max_tokens = max_tokens
+        for file in image or ():
+            session.attach(file)
     except Exception as error:  # anything from resolving, downloading or loading: one clear line
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1)
@@ -50,7 +54,7 @@ def run(
 def _load_for_run(name: str):
     from pathlib import Path
 
-    from ominix import _blas
+    from ominix import _blas, kinds
     from ominix.cli.common import local_model
     from ominix.engine.load import load
     from ominix.hub.ollama import claims
@@ -63,7 +67,14 @@ def _load_for_run(name: str):
     file = Path(name).expanduser()
     if file.suffix == ".gguf" and file.is_file():  # a GGUF file runs as it is
         return load(file)
-    return load(local_model(name, "run"))
+    path = local_model(name, "run")
+    if kinds.detect(path).name == "vlm":
+        from ominix.engine.vlm import load as load_vlm
+
+        model, tokenizer = load_vlm(path)
+        model.image_processor_path = path
+        return model, tokenizer
+    return load(path)
 
 
 def _line_editing():
@@ -98,6 +109,7 @@ class _ChatSession:
     HELP = (
         "Commands:\n"
         "  /system TEXT   set the system prompt (clears nothing else)\n"
+        "  /image PATH    attach a picture to the next message (vision models)\n"
         "  /clear         forget the conversation\n"
         "  /bye           leave (or Ctrl-D)\n"
         "  /?             this help\n"
@@ -112,6 +124,22 @@ class _ChatSession:
         from ominix.engine.llm.generate import ConversationCache
 
         self.conversation = ConversationCache(model)  # earlier turns are not prefilled again
+        self.pending: list = []  # images attached to the next message
+        self.images: list = []  # every image in the history, in prompt order
+
+    def attach(self, file: str) -> None:
+        """Read a picture for the next message (a clear error for a text model or a bad file)."""
+        from ominix.engine.images import ImageError, decode_image, processor_for
+
+        if not hasattr(self.model, "encode_image"):
+            raise ValueError(f"{self.model.model_type} is a chat model; it does not take images: use a vision model")
+        try:
+            with open(file, "rb") as f:
+                data = f.read()
+            processed = processor_for(self.model.image_processor_path)(decode_image(data))
+        except (OSError, ImageError) as e:
+            raise ValueError(f"{file}: {e}") from None
+        self.pending.append(processed)
 
     def sampling_params(self, temp, top_p, seed):
         from ominix.engine.llm.sample import sampling_params
@@ -132,12 +160,21 @@ class _ChatSession:
         from ominix.engine.llm.generate import encode_prompt, stream_generate
 
         system = [{"role": "system", "content": self.system}] if self.system else []
-        messages = system + self.history + [{"role": "user", "content": text}]
+        question = {"role": "user", "content": text}
+        if self.pending and not hasattr(self.model, "place_images"):  # Prismatic puts the picture itself
+            question["content"] = [{"type": "image"} for _ in self.pending] + [{"type": "text", "text": text}]
+        messages = system + self.history + [question]
+        images = self.images + self.pending
         pieces, tokens, last = [], [], None
         try:
             ids = encode_prompt(self.tokenizer, self.prompt(messages))
-            cache, cached = self.conversation.prepare(ids) if ids else (None, 0)
-            for last in stream_generate(self.model, self.tokenizer, ids, self.params, max_tokens=self.max_tokens,
+            model, cache, cached = self.model, None, 0
+            if images:  # the images' positions are part of the prompt: no cache reuse across turns
+                model, ids = self._with_images(ids, images)
+                self.conversation.reset()
+            elif ids:
+                cache, cached = self.conversation.prepare(ids)
+            for last in stream_generate(model, self.tokenizer, ids, self.params, max_tokens=self.max_tokens,
                                         cache=cache, cached=cached):
                 sys.stdout.write(last.text)
                 sys.stdout.flush()
@@ -149,13 +186,21 @@ class _ChatSession:
         except BaseException:  # Ctrl-C mid-answer: the cache may hold half a step
             self.conversation.reset()
             raise
-        self.conversation.record(ids + tokens)
+        if not images:
+            self.conversation.record(ids + tokens)
         sys.stdout.write("\n")
         sys.stdout.flush()
-        self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": "".join(pieces)}]
+        self.history += [question, {"role": "assistant", "content": "".join(pieces)}]
+        self.images, self.pending = images, []
         if self.verbose and last is not None:
             self.print_stats(last)
         return True
+
+    def _with_images(self, ids: list[int], images: list):
+        from ominix.engine.vlm import VisionPrompt, WithMedia, expand_prompt
+
+        ids = expand_prompt(self.model, ids, images)
+        return WithMedia(self.model, VisionPrompt(self.model, ids, images).encode_all()), ids
 
     def print_stats(self, r) -> None:
         lines = [
@@ -211,10 +256,17 @@ class _ChatSession:
             return False
         if name == "/clear":
             self.history.clear()
+            self.images, self.pending = [], []
             typer.echo("Cleared session context.", err=True)
         elif name == "/system":
             self.system = arg.strip() or None
             typer.echo("Set system message." if self.system else "Removed system message.", err=True)
+        elif name == "/image":
+            try:
+                self.attach(arg.strip())
+                typer.echo(f"Attached {arg.strip()} to the next message.", err=True)
+            except ValueError as error:
+                typer.echo(f"error: {error}", err=True)
         elif name in ("/?", "/help"):
             typer.echo(self.HELP, err=True)
         else:

@@ -358,7 +358,7 @@ def _check_kind(resident, job) -> None:
     from ominix import kinds
 
     wanted = getattr(job, "kind", None)
-    if wanted and resident.kind != wanted:
+    if wanted and resident.kind not in getattr(job, "kinds", (wanted,)):
         raise kinds.mismatch(resident.id, kinds.KINDS[resident.kind], f"what {kinds.KINDS[wanted].noun} does")
 
 

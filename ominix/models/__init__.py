@@ -32,6 +32,9 @@ ARCHITECTURES: dict[str, str] = {
     "sensevoice": "ominix.models.sensevoice",
     "qwen3_asr": "ominix.models.qwen3_asr",
     "fun_asr_nano": "ominix.models.fun_asr_nano",
+    "qwen3_vl": "ominix.models.qwen3_vl",
+    "moxin_vlm": "ominix.models.moxin_vlm",
+    "prismatic": "ominix.models.moxin_vlm",
 }
 
 

@@ -31,9 +31,14 @@ class BatchKVCache:
         self.values = None
         self.used = 0
         self.lengths: list[int] = []
+        self.deltas: list[int] = []  # per row: rope position minus cache position (mrope after images)
         self._offsets = None
 
     # -- the interface the models use (Attention, attention_mask) --
+
+    @property
+    def rope_delta(self) -> mx.array:
+        return mx.array(self.deltas, dtype=mx.int32)
 
     @property
     def offset(self) -> mx.array:
@@ -72,9 +77,10 @@ class BatchKVCache:
         values[..., : self.used, :] = self.values[..., : self.used, :]
         self.keys, self.values = keys, values
 
-    def join(self, keys: mx.array, values: mx.array) -> None:
+    def join(self, keys: mx.array, values: mx.array, rope_delta: int = 0) -> None:
         """Add one sequence ([1, H, n, D] keys/values of its whole history) as the last row."""
         n = keys.shape[2]
+        self.deltas.append(rope_delta)
         if self.keys is None:
             self.keys, self.values, self.used, self.lengths = keys, values, n, [n]
             self._resize(_round_up(n + 1))
@@ -98,6 +104,7 @@ class BatchKVCache:
     def leave(self, keep: list[int]) -> None:
         """Keep only the rows in `keep` (in that order)."""
         self.lengths = [self.lengths[i] for i in keep]
+        self.deltas = [self.deltas[i] for i in keep]
         self._offsets = None
         if not keep:
             self.keys = self.values = None
@@ -152,7 +159,7 @@ class Batch:
         """Append a prefilled sequence (its per-layer KVCache); returns its row."""
         for batch_cache, cache in zip(self.caches, layer_caches):
             keys, values = cache.state
-            batch_cache.join(keys, values)
+            batch_cache.join(keys, values, getattr(cache, "rope_delta", 0))
         self.size += 1
         return self.size - 1
 

@@ -208,7 +208,13 @@ def to_template_messages(messages: list[dict]) -> list[dict]:
     result = []
     for m in messages:
         role = "system" if m["role"] == "developer" else m["role"]
-        msg = {"role": role, "content": content_text(m.get("content"))}
+        content = m.get("content")
+        if isinstance(content, list) and any(p.get("type") == "image" for p in content):
+            # Vision models' templates place each {"type": "image"} part themselves.
+            msg = {"role": role, "content": [{"type": "image"} if p.get("type") == "image"
+                                             else {"type": "text", "text": content_text([p])} for p in content]}
+        else:
+            msg = {"role": role, "content": content_text(content)}
         if m.get("tool_calls"):
             msg["tool_calls"] = m["tool_calls"]
         if m.get("reasoning_content"):

@@ -82,6 +82,7 @@ class Sequence:
         self.decoder = Decoder(tokenizer, max_tokens, stop)
         self.counts_usage = counts_usage  # the first choice of each prompt reports cached tokens
         self.cache = None  # per-layer caches while prefilling (and for unbatchable models)
+        self.vision = None  # engine/vlm.py VisionPrompt when the prompt carries images
         self.todo: list[int] = []
         self.cached = 0
         self.tokens: list[int] = []
@@ -119,6 +120,7 @@ class GenerateJob:
     """
 
     kind = "chat"  # the model kind this job runs on (ominix/kinds.py)
+    kinds = ("chat", "vlm")  # vision chat models answer text prompts too
 
     prompts: list
     sampling: dict  # SamplingParams fields
@@ -128,6 +130,7 @@ class GenerateJob:
     response_format: dict | None = None
     echo_logprobs: bool = False  # completions: logprobs of the prompt tokens too
     prompt_tokens: int = 0
+    images: list | None = None  # engine/images.py ProcessedImage per image of the one prompt (vision models)
 
     def sequence_count(self) -> int:
         return len(self.prompts) * self.n
@@ -143,6 +146,7 @@ class GenerateJob:
             self._constraint(tokenizer, model)
         sequences = []
         for p, (text, ids, max_tokens) in enumerate(prepared):
+            vision = self._vision(model, ids)
             self.prompt_tokens += len(ids)
             logprobs = self._prompt_logprobs(model, tokenizer, ids) if self.echo_logprobs else None
             ticket.emit(PromptStarted(p, len(ids), text, logprobs))
@@ -154,7 +158,17 @@ class GenerateJob:
                 processors = [self._constraint(tokenizer, model)] if self.response_format else None
                 sequences.append(Sequence(ticket, tokenizer, p * self.n + j, ids, params,
                                           max_tokens, self.stop, processors, counts_usage=j == 0))
+                sequences[-1].vision = vision
+                if vision is not None:
+                    vision.users += 1
         return sequences
+
+    def _vision(self, model, ids):
+        if not self.images:
+            return None
+        from ominix.engine.vlm import VisionPrompt
+
+        return VisionPrompt(model, ids, self.images)
 
     def _prepare(self, resident, prompt):
         from ominix.engine.llm.generate import encode_prompt
@@ -174,6 +188,8 @@ class GenerateJob:
             text = tokenizer.decode(ids)
         if not ids:
             raise RequestError("the prompt is empty", "prompt")
+        if self.images:
+            ids = self._expand_images(resident.model, ids)
         ctx = resident.context_length
         max_tokens = self.max_tokens or DEFAULT_MAX_TOKENS
         if ctx:
@@ -184,6 +200,18 @@ class GenerateJob:
             elif len(ids) + max_tokens > ctx:
                 raise ContextLengthError(ctx, len(ids), max_tokens)
         return text, ids, max_tokens
+
+    def _expand_images(self, model, ids: list[int]) -> list[int]:
+        from ominix.engine.vlm import expand_prompt
+
+        if not hasattr(model, "encode_image"):
+            raise RequestError("this model does not take images; use a vision model", "messages", "model_not_supported")
+        if len(self.prompts) != 1:
+            raise RequestError("images go with a single prompt", "messages")
+        try:
+            return expand_prompt(model, ids, self.images)
+        except ValueError as e:
+            raise RequestError(str(e), "messages") from None
 
     def _check_logit_bias(self, vocab: int) -> None:
         for token in (self.sampling.get("logit_bias") or {}):

@@ -60,22 +60,28 @@ class LLMLane:
 
     def _prefill_chunk(self) -> None:
         seq = self.prefilling[0]
-        model = self.resident.model
+        if seq.vision is not None and not seq.vision.ready:
+            seq.vision.step()  # one image through the vision tower per turn
+            return
         if seq.cache is None:
             self._setup_cache(seq)
         if len(seq.todo) > 1:  # one chunk, then let the running batch take a step
             n = min(self.shared.prefill_step_size, len(seq.todo) - 1)
-            model(mx.array(seq.todo[:n], dtype=mx.uint32)[None], cache=seq.cache)
+            self._forward(seq, seq.todo[:n])
             mx.eval([c.state for c in seq.cache])
             self.shared.stats["prefill_tokens"] += n
             seq.todo = seq.todo[n:]
             return
-        logits = model(mx.array(seq.todo, dtype=mx.uint32)[None], cache=seq.cache)[:, -1, :]
+        logits = self._forward(seq, seq.todo)[:, -1, :]
         self.shared.stats["prefill_tokens"] += 1
         out = seq.sampler(logits)
         mx.eval(out.arrays())
         self.prefilling.popleft()
         self._accept(seq, out)
+        if seq.vision is not None:
+            for c in seq.cache:  # text after the images continues at offset + delta
+                c.rope_delta = seq.vision.media.rope_delta
+            seq.vision.release()
         if seq.finish is None:
             if self.batchable:
                 self.batch.join(seq.cache)
@@ -85,9 +91,13 @@ class LLMLane:
             self._store_prefix(seq, [c.state for c in seq.cache])
             self.on_finished(seq)
 
+    def _forward(self, seq, tokens: list[int]) -> mx.array:
+        media = {} if seq.vision is None else {"media": seq.vision.media}
+        return self.resident.model(mx.array(tokens, dtype=mx.uint32)[None], cache=seq.cache, **media)
+
     def _setup_cache(self, seq) -> None:
         n, state = (0, None)
-        if self.batchable:
+        if self.batchable and seq.vision is None:  # image placeholders are no cacheable prefix
             n, state = self.shared.prompt_cache.lookup(self.resident.id, seq.prompt)
         seq.cache = cache_from_state(state) if state is not None else make_cache(self.resident.model)
         seq.cached = n
@@ -148,7 +158,7 @@ class LLMLane:
         self.decoding = [self.decoding[i] for i in keep]
 
     def _store_prefix(self, seq, state) -> None:
-        if not self.batchable or self.shared.prompt_cache.max_bytes <= 0:
+        if not self.batchable or self.shared.prompt_cache.max_bytes <= 0 or seq.vision is not None:
             return
         tokens = seq.prompt + seq.tokens[:-1]  # the last token was sampled, never fed
         state = [(mx.contiguous(k), mx.contiguous(v)) for k, v in state]
