@@ -22,6 +22,7 @@ ARCHITECTURES: dict[str, str] = {
     "minicpm": "ominix.models.minicpm",
     "minicpm_sala": "ominix.models.minicpm",
     "qwen3_moe": "ominix.models.qwen3_moe",
+    "qwen3_tts": "ominix.models.qwen3_tts",
     "mixtral": "ominix.models.mixtral",
     "glm4_moe": "ominix.models.glm4_moe",
 }
