@@ -178,3 +178,61 @@ def to_mlx_8bit(src: Path, dst: Path) -> Path:
     config["quantization"] = {"group_size": 64, "bits": 8}
     (dst / "config.json").write_text(json.dumps(config, indent=2))
     return dst
+
+
+def build_tiny(dst: Path, variant: str = "custom_voice", seed: int = 0) -> Path:
+    """The same tiny checkpoint built without the reference (MLX random weights, our module tree
+    saved under the published names), for engine, API and CLI tests that need no reference venv."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from ominix.models.qwen3_tts import Model, ModelArgs
+    from ominix.models.qwen3_tts_codec import DecoderArgs, SpeechTokenizer
+
+    dst = Path(dst)
+    qwen_tokenizer_files(dst)
+    config = {"model_type": "qwen3_tts", **model_config(variant)}
+    (dst / "config.json").write_text(json.dumps(config, indent=2))
+    (dst / "generation_config.json").write_text(json.dumps(GENERATION, indent=2))
+    mx.random.seed(seed)
+
+    def randomized(module) -> dict:
+        out = {}
+        for name, p in tree_flatten(module.parameters()):
+            noise = mx.random.normal(p.shape)
+            if name.endswith(("norm.weight", "layernorm.weight")) or "cluster_usage" in name:
+                value = 1.0 + 0.2 * mx.abs(noise)
+            elif name.endswith("bias") or name.endswith(("alpha", "beta", "gamma")) or "layer_scale" in name:
+                value = 0.1 * noise
+            elif "embedding" in name:
+                value = 0.5 * noise
+            else:
+                fan_in = int(np.prod(p.shape[1:]))
+                value = (0.02 if p.ndim == 3 and p.shape[0] == 1 else 1.0) * noise / fan_in**0.5
+            out[name] = value
+        return out
+
+    model = Model(ModelArgs.from_dict(config))
+    mx.save_safetensors(str(dst / "model.safetensors"), randomized(model))
+    codec_dir = dst / "speech_tokenizer"
+    codec_dir.mkdir()
+    tok = {"model_type": "qwen3_tts_tokenizer_12hz", **tokenizer_config()}
+    (codec_dir / "config.json").write_text(json.dumps(tok, indent=2))
+    codec = SpeechTokenizer(DecoderArgs.from_dict(tok))
+    weights = {k.replace(".codebook.", "._codebook."): v for k, v in randomized(codec).items()}
+    mx.save_safetensors(str(codec_dir / "model.safetensors"), weights)
+    return dst
+
+
+try:  # a session fixture for the modules that import it
+    import pytest
+
+    @pytest.fixture(scope="session")
+    def qwen3_tts_tiny(tmp_path_factory) -> Path:
+        return build_tiny(tmp_path_factory.mktemp("qwen3tts-tiny") / "qwen3-tts-tiny")
+
+    @pytest.fixture(scope="session")
+    def qwen3_tts_tiny_base(tmp_path_factory) -> Path:
+        return build_tiny(tmp_path_factory.mktemp("qwen3tts-tiny-base") / "qwen3-tts-tiny-base", "base", seed=1)
+except ImportError:  # imported outside pytest
+    pass

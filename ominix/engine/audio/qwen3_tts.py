@@ -20,7 +20,7 @@ import mlx.core as mx
 import numpy as np
 
 from ominix.engine.audio.synth import SynthesisOptions, VoiceError
-from ominix.engine.cache import KVCache
+from ominix.engine.llm.cache import KVCache
 from ominix.engine.load import LoadError, apply_compute_dtype, build_model, check_weights, read_config, read_weights
 from ominix.models.qwen3_tts import Model
 from ominix.models.qwen3_tts_codec import DecoderArgs, SpeechTokenizer
@@ -126,6 +126,10 @@ class Qwen3TTS:
         self.talker_args = model.args.talker_config
         self.defaults = generate_defaults
         self.frame_samples = codec.decoder.args.samples_per_frame
+
+    def parameters(self) -> dict:
+        """Every array the synthesizer holds (the pool sizes resident models by these)."""
+        return {"model": self.model.parameters(), "codec": self.codec.parameters()}
 
     @property
     def voices(self) -> list[str]:
