@@ -72,7 +72,7 @@ def tokenizer_config() -> dict:
         codebook_size=CODEBOOK, codebook_dim=32, hidden_size=32, latent_dim=48, head_dim=16,
         num_attention_heads=4, num_key_value_heads=2, intermediate_size=64, num_hidden_layers=2,
         rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=8, num_quantizers=GROUPS,
-        upsample_rates=[2, 3], upsampling_ratios=[2, 2], decoder_dim=32, max_position_embeddings=8000,
+        upsample_rates=[8, 5, 4, 3], upsampling_ratios=[2, 2], decoder_dim=64, max_position_embeddings=8000,
         layer_scale_initial_scale=0.01, attention_bias=False, hidden_act="silu",
     )  # fmt: skip
     encoder = dict(
@@ -85,7 +85,7 @@ def tokenizer_config() -> dict:
         max_position_embeddings=8000,
     )  # fmt: skip
     return dict(encoder_config=encoder, decoder_config=decoder, encoder_valid_num_quantizers=GROUPS,
-                input_sample_rate=24000, output_sample_rate=24000, decode_upsample_rate=24,
+                input_sample_rate=24000, output_sample_rate=24000, decode_upsample_rate=1920,
                 encode_downsample_rate=48)  # fmt: skip
 
 
@@ -193,7 +193,8 @@ def build_tiny(dst: Path, variant: str = "custom_voice", seed: int = 0) -> Path:
     qwen_tokenizer_files(dst)
     config = {"model_type": "qwen3_tts", **model_config(variant)}
     (dst / "config.json").write_text(json.dumps(config, indent=2))
-    (dst / "generation_config.json").write_text(json.dumps(GENERATION, indent=2))
+    # A short cap (12 frames, ~1 s) per sentence keeps the end-to-end tests quick.
+    (dst / "generation_config.json").write_text(json.dumps({**GENERATION, "max_new_tokens": TINY_FRAMES + 1}, indent=2))
     mx.random.seed(seed)
 
     def randomized(module) -> dict:
@@ -208,12 +209,17 @@ def build_tiny(dst: Path, variant: str = "custom_voice", seed: int = 0) -> Path:
                 value = 0.5 * noise
             else:
                 fan_in = int(np.prod(p.shape[1:]))
-                value = (0.02 if p.ndim == 3 and p.shape[0] == 1 else 1.0) * noise / fan_in**0.5
+                value = (0.002 if p.ndim == 3 and p.shape[0] == 1 else 1.0) * noise / fan_in**0.5
             out[name] = value
         return out
 
     model = Model(ModelArgs.from_dict(config))
-    mx.save_safetensors(str(dst / "model.safetensors"), randomized(model))
+    weights = randomized(model)
+    # EOS's logit is 0 while 64 random code logits compete with it: greedy never stops early, so
+    # every sentence is TINY_FRAMES frames and audio length follows the number of sentences.
+    eos = config["talker_config"]["codec_eos_token_id"]
+    weights["talker.codec_head.weight"][eos] = 0.0
+    mx.save_safetensors(str(dst / "model.safetensors"), weights)
     codec_dir = dst / "speech_tokenizer"
     codec_dir.mkdir()
     tok = {"model_type": "qwen3_tts_tokenizer_12hz", **tokenizer_config()}
@@ -236,3 +242,6 @@ try:  # a session fixture for the modules that import it
         return build_tiny(tmp_path_factory.mktemp("qwen3tts-tiny-base") / "qwen3-tts-tiny-base", "base", seed=1)
 except ImportError:  # imported outside pytest
     pass
+
+FRAME_SECONDS = 1920 / 24000  # 80 ms frames, as the real 12 Hz tokenizer
+TINY_FRAMES = 12

@@ -60,7 +60,7 @@ def randomize(model: torch.nn.Module, seed: int) -> None:
                 fan_in = p[0].numel() if p.ndim > 1 else p.shape[-1]
                 # The vocoder's last conv (one output channel) is kept small so that the random
                 # waveform stays inside [-1, 1] instead of clipping, which would hide differences.
-                scale = 0.02 if p.ndim == 3 and p.shape[0] == 1 else 1.0
+                scale = 0.002 if p.ndim == 3 and p.shape[0] == 1 else 1.0
                 p.copy_(scale * noise / fan_in**0.5)
 
 

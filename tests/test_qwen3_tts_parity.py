@@ -3,7 +3,7 @@
 The reference runs in its own venv (tests/refvenv.py; built once, ~1.5 min) from the same files we
 load. Per case: talker logits at every step, code predictor logits, greedy codes and the decoded
 waveform; plus a standalone speech-tokenizer decode and the Base model's speaker embedding (the
-x-vector that voice cloning uses). Tolerances are float32 round-off at these widths.
+x-vector that voice cloning uses). Tolerances are float32 round-off at these widths (waveforms: relative to their peak).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ominix.engine.audio.synth import SynthesisOptions
 from tests import qwen3_tts_fixture as fx
 
 ATOL_LOGITS = 2e-4
-ATOL_WAV = 2e-5
+WAV_TOL = 3e-4  # of the peak: the vocoder is ~40 convolutions and SnakeBeta sines deep
 
 
 @pytest.fixture(scope="module", params=["custom_voice", "base"])
@@ -63,7 +63,7 @@ def test_generation_matches_reference(run):
         want = ref[f"{i}/predictor_logits"].argmax(-1).reshape(len(codes), fx.GROUPS - 1)
         np.testing.assert_array_equal(codes[:, 1:], want)
         assert wav.shape == ref[f"{i}/wav"].shape
-        np.testing.assert_allclose(wav, ref[f"{i}/wav"], atol=ATOL_WAV)
+        np.testing.assert_allclose(wav, ref[f"{i}/wav"], atol=WAV_TOL * np.abs(ref[f"{i}/wav"]).max())
         assert np.abs(wav).max() < 0.999  # not clipped: the comparison means something
 
 
@@ -72,7 +72,7 @@ def test_speech_tokenizer_decode_matches_reference(run):
     tts = load_qwen3_tts(ckpt)
     codes = ref["decode/codes"]  # [frames > sliding window, groups]
     wav = np.array(tts.codec.decoder(mx.array(codes.T[None]))[0])
-    np.testing.assert_allclose(wav, ref["decode/wav"], atol=ATOL_WAV)
+    np.testing.assert_allclose(wav, ref["decode/wav"], atol=WAV_TOL * np.abs(ref["decode/wav"]).max())
 
 
 def test_speaker_embedding_matches_reference(run):

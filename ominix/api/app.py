@@ -147,6 +147,7 @@ def create_app(
         return error_response(500, f"Internal error: {type(exc).__name__}", type="server_error")
 
     app.include_router(openai_routes.router)
+    app.include_router(__import__("ominix.api.speech", fromlist=["router"]).router)  # /v1/audio/speech, voices
     app.include_router(metrics_routes.router)
     return app
 

@@ -128,3 +128,28 @@ def load(path: str | Path):
 
         return load_qwen3_tts(path), None
     raise ValueError(f"{path}: text-to-speech model_type '{model_type}' is not supported (qwen3_tts)")
+
+
+class CloneVoiceJob(StepJob):
+    """One step: the speaker vector of a decoded reference clip (at the model's sample rate)."""
+
+    kind = "tts"
+
+    def __init__(self, audio: np.ndarray):
+        self.audio = audio
+        self.vector = None
+
+    def begin(self, resident, ticket) -> None:
+        self.tts: SpeechSynthesizer = resident.model
+        if not self.tts.can_clone:
+            raise VoiceError("this model cannot clone voices (Qwen3-TTS: use a Base model)")
+
+    def step(self) -> bool:
+        self.vector = self.tts.speaker_embedding(self.audio)
+        return True
+
+    def result(self):
+        return self.vector
+
+    def close(self) -> None:
+        self.audio = None
