@@ -23,6 +23,7 @@ ARCHITECTURES: dict[str, str] = {
     "minicpm_sala": "ominix.models.minicpm",
     "qwen3_moe": "ominix.models.qwen3_moe",
     "qwen3_tts": "ominix.models.qwen3_tts",
+    "gpt_sovits": "ominix.models.gpt_sovits",
     "mixtral": "ominix.models.mixtral",
     "glm4_moe": "ominix.models.glm4_moe",
 }
