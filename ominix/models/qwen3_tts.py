@@ -357,6 +357,8 @@ class Model(nn.Module):
         for name, w in weights.items():
             if "rotary_emb.inv_freq" in name or "position_ids" in name:
                 continue
+            if name.startswith("speaker_encoder.") and not hasattr(self, "speaker_encoder"):
+                continue  # some conversions keep it in CustomVoice files, which never use it
             if w.ndim == 3 and name in expected:
                 w = fit_conv_weight(w, expected[name].shape)
             out[name] = w
