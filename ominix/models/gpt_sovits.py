@@ -40,7 +40,7 @@ class ModelArgs:
         """`config` is the checkpoint's config (its `model` block is what matters)."""
         model = config.get("model", config)
         names = {"hidden_dim", "embedding_dim", "head", "n_layer", "vocab_size", "phoneme_vocab_size", "EOS"}
-        return cls(model_type="gpt_sovits", **{k: model[k] for k in names if k in model})
+        return cls(model_type="gpt_sovits_gpt", **{k: model[k] for k in names if k in model})
 
 
 def sine_table(length: int, dim: int) -> mx.array:

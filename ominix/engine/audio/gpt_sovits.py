@@ -35,7 +35,7 @@ def convert_gpt(ckpt: str | Path, dst: str | Path) -> Path:
     weights = {k.removeprefix("model."): mx.array(np.ascontiguousarray(v)) for k, v in data["weight"].items()
                if isinstance(v, np.ndarray)}  # fmt: skip
     mx.save_safetensors(str(dst / "model.safetensors"), weights)
-    config = {"model_type": "gpt_sovits", **json.loads(json.dumps(data["config"], default=str))}
+    config = {"model_type": "gpt_sovits_gpt", **json.loads(json.dumps(data["config"], default=str))}
     (dst / "config.json").write_text(json.dumps(config, indent=2))
     return dst
 
