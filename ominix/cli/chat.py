@@ -9,7 +9,7 @@ from ominix.cli.common import app
 
 @app.command()
 def run(
-    model: str = typer.Argument(..., help="Catalog id, owner/repo or a local checkpoint directory."),
+    model: str = typer.Argument(..., help="Catalog id, owner/repo, a local checkpoint directory or a .gguf file."),
     prompt: str = typer.Argument(None, help="Answer this and exit; without it (on a terminal), chat."),
     max_tokens: int = typer.Option(2048, "--max-tokens", min=1, help="Most tokens per answer."),
     temp: float = typer.Option(None, "--temp", help="Sampling temperature (0 = greedy). Default: the model's."),
@@ -29,6 +29,7 @@ def run(
         prompt = f"{piped.rstrip()}\n\n{prompt}" if piped.strip() else prompt
     try:
         loaded = _load_for_run(model)
+        system = system or getattr(loaded[1], "default_system", None)  # an Ollama SYSTEM layer
         session = _ChatSession(*loaded, system=system, think=think, verbose=verbose)
         session.params = session.sampling_params(temp, top_p, seed)
         session.max_tokens = max_tokens
@@ -47,12 +48,48 @@ def run(
 
 
 def _load_for_run(name: str):
+    from pathlib import Path
+
     from ominix import _blas
     from ominix.cli.common import local_model
     from ominix.engine.load import load
+    from ominix.hub.ollama import claims
 
     _blas.warn_once_if_slow()
+    if claims(name):  # ollama:[HOST[:PORT]/][NAMESPACE/]NAME[:TAG]
+        from ominix.cli.ollama import local_or_pull
+
+        return load(local_or_pull(name))
+    file = Path(name).expanduser()
+    if file.suffix == ".gguf" and file.is_file():  # a GGUF file runs as it is
+        return load(file)
     return load(local_model(name, "run"))
+
+
+def _line_editing():
+    """Arrow keys, Ctrl-A/E and a history (OMINIX_HOME/history, 1000 lines) for input(), through
+    the standard readline module; returns the function that saves the history."""
+    try:
+        import readline
+    except ImportError:  # e.g. Windows without pyreadline: plain input() still works
+        return lambda: None
+    from ominix import config
+
+    path = config.ominix_home() / "history"
+    try:
+        readline.read_history_file(path)
+    except OSError:
+        pass
+    readline.set_history_length(1000)
+
+    def save() -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(path)
+        except OSError:
+            pass
+
+    return save
 
 
 class _ChatSession:
@@ -135,7 +172,16 @@ class _ChatSession:
     def interactive(self) -> None:
         import sys
 
+        history = _line_editing()
         typer.echo("Send a message (/? for help)", err=True)
+        try:
+            self._loop()
+        finally:
+            history()
+
+    def _loop(self) -> None:
+        import sys
+
         while True:
             try:
                 line = input(">>> ")

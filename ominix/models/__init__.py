@@ -15,6 +15,7 @@ ARCHITECTURES: dict[str, str] = {
     "qwen3": "ominix.models.qwen3",
     "qwen2": "ominix.models.qwen2",
     "bert": "ominix.models.bert",
+    "llama": "ominix.models.llama",
     "mistral": "ominix.models.mistral",
     "glm4": "ominix.models.glm4",
     "glm": "ominix.models.glm4",
@@ -26,6 +27,12 @@ ARCHITECTURES: dict[str, str] = {
     "gpt_sovits_gpt": "ominix.models.gpt_sovits",  # the GPT half only: the catalog entry does not run yet
     "mixtral": "ominix.models.mixtral",
     "glm4_moe": "ominix.models.glm4_moe",
+    # speech recognition (FunASR layout: config.yaml + model.pt, see ominix/engine/audio/funasr.py)
+    "paraformer": "ominix.models.paraformer",
+    "seaco_paraformer": "ominix.models.seaco_paraformer",
+    "sensevoice": "ominix.models.sensevoice",
+    "qwen3_asr": "ominix.models.qwen3_asr",
+    "fun_asr_nano": "ominix.models.fun_asr_nano",
 }
 
 
