@@ -35,7 +35,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("asr", "a speech recognition model", "asr", "ominix.engine.audio.asr:load",
          ("POST /v1/audio/transcriptions", "POST /v1/audio/translations"), ("transcribe", "bench"),
          ("whisper", "paraformer", "qwen3_asr", "funasr", "sensevoice", "fun_asr_nano")),
-    Kind("tts", "a text-to-speech model", "tts", None, ("POST /v1/audio/speech",), ("say",),
+    Kind("tts", "a text-to-speech model", "tts", "ominix.engine.audio.speak:load", ("POST /v1/audio/speech",), ("say",),
          ("qwen3_tts", "gpt_sovits")),
     Kind("image", "an image generation model", "image_gen", None,
          ("POST /v1/images/generations", "POST /v1/images/edits"), ("image",)),

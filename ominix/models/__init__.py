@@ -23,6 +23,8 @@ ARCHITECTURES: dict[str, str] = {
     "minicpm": "ominix.models.minicpm",
     "minicpm_sala": "ominix.models.minicpm",
     "qwen3_moe": "ominix.models.qwen3_moe",
+    "qwen3_tts": "ominix.models.qwen3_tts",
+    "gpt_sovits_gpt": "ominix.models.gpt_sovits",  # the GPT half only: the catalog entry does not run yet
     "mixtral": "ominix.models.mixtral",
     "glm4_moe": "ominix.models.glm4_moe",
     "whisper": "ominix.models.whisper",

@@ -1,0 +1,112 @@
+"""GPT-SoVITS on the engine (partial): the GPT's checkpoint conversion, loading and token loop.
+
+`convert_gpt(ckpt, dst)` turns the published `s1bert25hz-*.ckpt` into `dst/config.json` +
+`dst/model.safetensors` once, without torch (engine/audio/torch_ckpt.py). `load_gpt(dst)` builds
+ominix.models.gpt_sovits.Model; `SemanticDecoder` runs the reference's decode loop one token per
+`step()`: EOS is not allowed for the first 11 tokens, a repetition penalty (1.35) covers the prompt
+and every token so far, then temperature / top-k / top-p; it stops at EOS (greedy or sampled) or
+after `max_tokens`.
+
+Not built yet: the text front end (g2p), the BERT and cnhubert features and the SoVITS decoder, so
+there is no synthesizer for the `tts` kind here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from ominix.engine.audio import torch_ckpt
+from ominix.engine.llm.cache import KVCache
+from ominix.engine.load import build_model, read_config, read_weights
+
+EOS_BLOCKED_STEPS = 11  # the reference's "at least ~0.4 s of audio" rule
+
+
+def convert_gpt(ckpt: str | Path, dst: str | Path) -> Path:
+    data = torch_ckpt.load(ckpt)
+    if not isinstance(data, dict) or "weight" not in data or "config" not in data:
+        raise torch_ckpt.CheckpointError(f"{ckpt} is not a GPT-SoVITS GPT checkpoint (no 'weight' / 'config')")
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    weights = {k.removeprefix("model."): mx.array(np.ascontiguousarray(v)) for k, v in data["weight"].items()
+               if isinstance(v, np.ndarray)}  # fmt: skip
+    mx.save_safetensors(str(dst / "model.safetensors"), weights)
+    config = {"model_type": "gpt_sovits_gpt", **json.loads(json.dumps(data["config"], default=str))}
+    (dst / "config.json").write_text(json.dumps(config, indent=2))
+    return dst
+
+
+def load_gpt(path: str | Path):
+    path = Path(path)
+    config = read_config(path)
+    weights, origin = read_weights(path)
+    model = build_model(config, weights, origin)
+    mx.eval(model.parameters())
+    return model
+
+
+class SemanticDecoder:
+    def __init__(self, model, phones, bert: np.ndarray, prompt, *, top_k: int = 15, top_p: float = 1.0,
+                 temperature: float = 1.0, repetition_penalty: float = 1.35, max_tokens: int = 1500, seed=None):  # fmt: skip
+        self.model = model
+        self.phones = mx.array([list(phones)], dtype=mx.int32)
+        self.bert = mx.array(np.asarray(bert, np.float32))[None]  # [1, Tx, 1024]
+        self.prompt = list(prompt)
+        self.tokens: list[int] = []
+        self.cache = [KVCache() for _ in model.layers]
+        self.top_k, self.top_p, self.temperature = top_k, top_p, temperature
+        self.penalty, self.max_tokens = repetition_penalty, max_tokens
+        self.key = mx.random.key(seed if seed is not None else np.random.randint(2**31))
+        self.done = False
+        self.trace: list[np.ndarray] | None = None
+
+    def _sample(self, logits: mx.array) -> tuple[int, int]:
+        logits = logits.astype(mx.float32)
+        if self.trace is not None:
+            self.trace.append(np.array(logits[0]))
+        if len(self.tokens) < EOS_BLOCKED_STEPS:
+            logits = logits[:, :-1]  # EOS is the last id
+        seen = mx.array(sorted(set(self.prompt + self.tokens)), dtype=mx.int32) if self.prompt or self.tokens else None
+        if seen is not None and self.penalty != 1.0:
+            score = logits[:, seen]
+            logits[:, seen] = mx.where(score < 0, score * self.penalty, score / self.penalty)
+        # The reference penalizes its logits in place, so its "argmax is EOS" stop sees them penalized.
+        greedy = int(mx.argmax(logits, axis=-1).item())
+        if self.top_p < 1.0:
+            order = mx.argsort(-logits, axis=-1)
+            probs = mx.softmax(mx.take_along_axis(logits, order, axis=-1), axis=-1)
+            remove = mx.cumsum(probs, axis=-1) > self.top_p
+            remove[:, 0] = False
+            drop = mx.put_along_axis(mx.zeros(logits.shape, mx.bool_), order, remove, axis=-1)
+            logits = mx.where(drop, -mx.inf, logits)
+        logits = logits / max(self.temperature, 1e-5)
+        if self.top_k:
+            kth = mx.sort(logits, axis=-1)[:, -min(self.top_k, logits.shape[-1])][:, None]
+            logits = mx.where(logits < kth, -mx.inf, logits)
+        self.key, sub = mx.random.split(self.key)
+        return greedy, int(mx.random.categorical(logits, key=sub).item())
+
+    def step(self) -> int | None:
+        """Decode one token; returns it, or None when the sequence ended (EOS is not returned)."""
+        if self.done:
+            return None
+        if not self.tokens and not getattr(self, "_started", False):
+            self._started = True
+            prompt = mx.array([self.prompt], dtype=mx.int32) if self.prompt else None
+            logits = self.model.prefill(self.phones, self.bert, prompt, self.cache)
+        else:
+            logits = self.model.step(mx.array([[self.tokens[-1]]], dtype=mx.int32),
+                                     len(self.prompt) + len(self.tokens) - 1, self.cache)  # fmt: skip
+        greedy, token = self._sample(logits)
+        eos = self.model.args.EOS
+        if greedy == eos or token == eos:
+            self.done = True
+            return None
+        self.tokens.append(token)
+        if len(self.tokens) > self.max_tokens:
+            self.done = True
+        return token

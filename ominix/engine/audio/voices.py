@@ -1,0 +1,115 @@
+"""Cloned voices: a speaker vector per (model, name), kept under OMINIX_HOME/voices/.
+
+A voice is made once from a reference clip (the model's speaker encoder, on the worker) and then
+named in speech requests like a built-in speaker. Files: `<model>/<voice id>.npy` (the vector) and
+`<model>/<voice id>.json` (name, transcript, clip length, created). numpy and JSON only: no MLX.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from ominix.config import ominix_home
+from ominix.engine.audio.synth import VoiceError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_lock = threading.Lock()
+MIN_CLIP_SECONDS, MAX_CLIP_SECONDS = 1.0, 60.0
+
+
+def _root(model: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", model)
+    return ominix_home() / "voices" / safe
+
+
+def check_name(name: str) -> str:
+    if not name or not _NAME.match(name):
+        raise VoiceError("voice name must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit")
+    return name
+
+
+def decode_clip(data: bytes, sample_rate: int) -> np.ndarray:
+    """Any audio file PyAV reads -> mono float32 at `sample_rate`; a VoiceError if it cannot."""
+    import av
+
+    if not data:
+        raise VoiceError("the reference clip is empty")
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.audio:
+                raise VoiceError("the reference clip has no audio stream")
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            parts = []
+            for frame in container.decode(audio=0):
+                for out in resampler.resample(frame):
+                    parts.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                parts.append(out.to_ndarray().reshape(-1))
+    except VoiceError:
+        raise
+    except Exception as e:  # av.error.InvalidDataError and friends
+        raise VoiceError(f"the reference clip could not be decoded as audio: {e}") from None
+    audio = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+    seconds = len(audio) / sample_rate
+    if not MIN_CLIP_SECONDS <= seconds <= MAX_CLIP_SECONDS:
+        raise VoiceError(f"the reference clip must last {MIN_CLIP_SECONDS:g}-{MAX_CLIP_SECONDS:g} s; it lasts {seconds:.2f} s")
+    return audio
+
+
+def save(model: str, name: str, vector: np.ndarray, seconds: float, text: str | None = None) -> dict:
+    check_name(name)
+    root = _root(model)
+    with _lock:
+        root.mkdir(parents=True, exist_ok=True)
+        for old in list_voices(model):  # a name is unique per model: replace it
+            if old["name"] == name:
+                delete(model, old["id"])
+        voice_id = "voice_" + uuid.uuid4().hex[:16]
+        meta = {"id": voice_id, "object": "audio.voice", "name": name, "model": model,
+                "created_at": int(time.time()), "seconds": round(seconds, 3), "text": text}  # fmt: skip
+        np.save(root / f"{voice_id}.npy", np.asarray(vector, dtype=np.float32))
+        (root / f"{voice_id}.json").write_text(json.dumps(meta))
+    return meta
+
+
+def list_voices(model: str) -> list[dict]:
+    root = _root(model)
+    if not root.is_dir():
+        return []
+    out = []
+    for f in sorted(root.glob("voice_*.json")):
+        try:
+            out.append(json.loads(f.read_text()))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def lookup(model: str, name_or_id: str) -> np.ndarray | None:
+    """The vector of a cloned voice named (or with the id) `name_or_id`, or None."""
+    for meta in list_voices(model):
+        if name_or_id in (meta["id"], meta["name"]):
+            try:
+                return np.load(_root(model) / f"{meta['id']}.npy")
+            except OSError:
+                return None
+    return None
+
+
+def delete(model: str, voice_id: str) -> bool:
+    root = _root(model)
+    found = False
+    for suffix in (".npy", ".json"):
+        f = root / f"{voice_id}{suffix}"
+        if f.exists():
+            f.unlink()
+            found = True
+    return found
