@@ -9,7 +9,7 @@ to them; their outputs are dropped). klein is step-distilled: no classifier-free
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
@@ -37,7 +37,7 @@ class Flux2State:
     guidance: float
     ref_tokens: mx.array | None = None
     index: int = 0
-    extras: dict = field(default_factory=dict)
+    denoised: mx.array | None = None  # the current estimate of the clean latents (previews)
 
     @property
     def steps(self) -> int:
@@ -132,15 +132,23 @@ class Flux2Pipeline(ImagePipeline):
             neg = self.velocity(state, state.negative, state.neg_rope)
             v = neg + state.guidance * (v - neg)
         i = state.index
-        dt = float(state.sigmas[i + 1]) - float(state.sigmas[i])
+        sigma, dt = float(state.sigmas[i]), float(state.sigmas[i + 1]) - float(state.sigmas[i])
+        state.denoised = state.latents - sigma * v
         state.latents = state.latents + dt * v
         mx.eval(state.latents)
         state.index += 1
 
-    def decode(self, state: Flux2State) -> mx.array:
-        b, c = state.latents.shape[0], state.latents.shape[-1]
+    def repeat(self, prompt: mx.array | None, n: int) -> mx.array | None:
+        return None if prompt is None else mx.repeat(prompt, n, axis=0)
+
+    def preview(self, state: Flux2State) -> mx.array:
+        return self.decode(state, state.denoised)
+
+    def decode(self, state: Flux2State, latents: mx.array | None = None) -> mx.array:
+        latents = state.latents if latents is None else latents
+        b, c = latents.shape[0], latents.shape[-1]
         mean, std = self.vae.bn_stats()
-        z = state.latents.reshape(b, state.h, state.w, c) * std + mean
+        z = latents.reshape(b, state.h, state.w, c) * std + mean
         z = z.reshape(b, state.h, state.w, c // 4, 2, 2).transpose(0, 1, 4, 2, 5, 3)
         z = z.reshape(b, 2 * state.h, 2 * state.w, c // 4)
         return self.to_pixels(self.vae.decode(z.astype(self.vae_dtype)))

@@ -30,6 +30,7 @@ class ZImageState:
     timesteps: np.ndarray
     guidance: float
     index: int = 0
+    denoised: mx.array | None = None  # the current estimate of the clean latents (previews)
 
     @property
     def steps(self) -> int:
@@ -88,12 +89,20 @@ class ZImagePipeline(ImagePipeline):
         if guided:
             pos, neg = mx.split(out, 2, axis=0)
             out = pos + state.guidance * (pos - neg)
-        dt = float(state.sigmas[i + 1]) - float(state.sigmas[i])
+        sigma, dt = float(state.sigmas[i]), float(state.sigmas[i + 1]) - float(state.sigmas[i])
+        state.denoised = state.latents + sigma * out
         state.latents = state.latents + dt * (-out)
         mx.eval(state.latents)
         state.index += 1
 
-    def decode(self, state: ZImageState) -> mx.array:
+    def repeat(self, prompt: list | None, n: int) -> list | None:
+        return None if prompt is None else [p for p in prompt for _ in range(n)]
+
+    def preview(self, state: ZImageState) -> mx.array:
+        return self.decode(state, state.denoised)
+
+    def decode(self, state: ZImageState, latents: mx.array | None = None) -> mx.array:
         a = self.vae_args
-        z = state.latents / a.scaling_factor + (a.shift_factor or 0.0)
+        latents = state.latents if latents is None else latents
+        z = latents / a.scaling_factor + (a.shift_factor or 0.0)
         return self.to_pixels(self.vae.decode(z.astype(self.vae_dtype)))
