@@ -4,6 +4,8 @@ of a second turn over a long history (prompt cache), for OminiX and mlx-lm's ser
     python benchmarks/bench_serving.py                 # float32 small Qwen3, 1/2/4/8/16 streams
     python benchmarks/bench_serving.py --quick         # 1/4 streams, fewer tokens
     python benchmarks/bench_serving.py --no-mlx-lm     # OminiX only
+    python benchmarks/bench_serving.py --no-mlx-lm --streams 1,8 --ominix-root ../old-checkout
+                                                       # another OminiX tree (before/after a change)
 
 The checkpoint is bench_llm.py's small Qwen3 (hidden 512, 8 layers, the real 151,936-token vocabulary,
 random weights). Both servers run as subprocesses on 127.0.0.1 and get the same requests: greedy
@@ -34,14 +36,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(kind: str, model: Path, port: int) -> subprocess.Popen:
+def start(kind: str, model: Path, port: int, cwd: str | None = None) -> subprocess.Popen:
     if kind == "ominix":
         cmd = [sys.executable, "-m", "ominix", "serve", "--port", str(port), "--model", str(model),
                "--log-level", "warning", "--prompt-cache", "2GB"]
     else:
         cmd = [sys.executable, "-m", "mlx_lm", "server", "--model", str(model), "--port", str(port),
                "--log-level", "WARNING", "--temp", "0.0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # `python -m ominix` imports the package from its working directory first: --ominix-root picks the tree.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=cwd)
     deadline = time.time() + 300
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -88,7 +91,7 @@ async def second_turn(url, model, history_words: int) -> tuple[float, float]:
 
 def run(kind: str, model: Path, args) -> dict:
     port = free_port()
-    proc = start(kind, model, port)
+    proc = start(kind, model, port, args.ominix_root if kind == "ominix" else None)
     url = f"http://127.0.0.1:{port}"
     name = str(model)
     try:
@@ -119,8 +122,12 @@ def main(argv=None) -> int:
     p.add_argument("--history", type=int, default=2000, help="words (= tokens) of history for the second turn")
     p.add_argument("--no-mlx-lm", action="store_true")
     p.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "ominix-bench"))
+    p.add_argument("--streams", dest="streams_csv", help="comma-separated stream counts (default 1,2,4,8,16; --quick 1,4)")
+    p.add_argument("--ominix-root", help="run the OminiX server from this source tree (default: the installed one)")
     args = p.parse_args(argv)
     args.streams = [1, 4] if args.quick else [1, 2, 4, 8, 16]
+    if args.streams_csv:
+        args.streams = [int(n) for n in args.streams_csv.split(",")]
     if args.quick:
         args.tokens, args.history = 24, 500
     model = make_checkpoints(Path(args.cache_dir), [args.variant])[args.variant]

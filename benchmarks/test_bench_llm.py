@@ -16,10 +16,10 @@ import pytest
 
 import bench_llm
 from ominix.bench import random_prompt
-from ominix.engine.cache import make_cache
-from ominix.engine.generate import generate_step
+from ominix.engine.llm.cache import make_cache
+from ominix.engine.llm.generate import generate_step
 from ominix.engine.load import load_model
-from ominix.engine.sample import Sampler, SamplingParams
+from ominix.engine.llm.sample import Sampler, SamplingParams
 
 CHECKPOINTS = Path(os.environ.get("OMINIX_BENCH_DIR", Path("/tmp") / "ominix-bench-llm"))
 PROMPT = 512

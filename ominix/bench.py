@@ -43,6 +43,21 @@ def resolve_model(ref: str) -> Path:
     return found
 
 
+def check_benchable(name: str, path: Path) -> None:
+    """Refuse a model whose kind `ominix bench` does not measure, naming what serves it."""
+    from ominix import kinds
+    from ominix.hub.store import StoreError, locate
+    from ominix.registry import RegistryError
+
+    try:
+        entry = locate(name).entry
+    except (RegistryError, StoreError):
+        entry = None
+    kind = kinds.detect(path, entry)
+    if "bench" not in kind.verbs:
+        raise BenchError(str(kinds.mismatch(name, kind, "`ominix bench`")))
+
+
 def random_prompt(vocab_size: int, n: int, seed: int) -> list[int]:
     """The prompt ids for trial `seed` (benchmarks/bench_llm.py draws the same ones for mlx-lm)."""
     return np.random.default_rng(seed).integers(0, vocab_size, n).tolist()
@@ -59,8 +74,8 @@ def time_generation(model, prompt: list[int], generation_tokens: int, prefill_st
     """One timed greedy generation of exactly `generation_tokens` tokens."""
     import mlx.core as mx
 
-    from ominix.engine.generate import generate_step
-    from ominix.engine.sample import Sampler, SamplingParams
+    from ominix.engine.llm.generate import generate_step
+    from ominix.engine.llm.sample import Sampler, SamplingParams
 
     sampler = Sampler(SamplingParams(temperature=0.0, seed=0))
     mx.reset_peak_memory()
@@ -100,6 +115,7 @@ def run_bench(
         if value < 1:
             raise BenchError(f"{name} must be >= 1, got {value}")
     path = resolve_model(ref)
+    check_benchable(ref, path)
 
     import mlx.core as mx
 
@@ -114,7 +130,7 @@ def run_bench(
     load_s = time.perf_counter() - start
     vocab = _vocab_size(config)
     if prefill_step_size is None:
-        from ominix.engine.generate import default_prefill_step_size
+        from ominix.engine.llm.generate import default_prefill_step_size
 
         prefill_step_size = default_prefill_step_size()
 

@@ -40,118 +40,26 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 from ominix import config
-
-CATALOG_VERSION = "1.0.0"
-
-CATEGORY_PANEL = {
-    "llm": "llm_chat",
-    "vlm": "vlm_chat",
-    "asr": "asr",
-    "tts": "tts",
-    "image_gen": "image_gen",
-    "embedding": "embedding",
-}
-CATEGORY_API = {
-    "llm": "chat_completions",
-    "vlm": "chat_completions",
-    "asr": "speech_recognition",
-    "tts": "text_to_speech",
-    "image_gen": "image_generation",
-    "embedding": "embeddings",
-}
-CATEGORIES = tuple(CATEGORY_PANEL)
-PANEL_TYPES = tuple(CATEGORY_PANEL.values())
-API_TYPES = tuple(dict.fromkeys(CATEGORY_API.values()))
-SOURCE_KINDS = ("hugging_face", "model_scope", "url", "manual")
-
-_ENTRY_KEYS = {
-    "id", "name", "description", "category", "tags", "source", "storage", "runtime", "ui",
-    "architecture", "aliases", "notes", "requires",
-}
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?"
-_REPO_RE = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-class RegistryError(ValueError):
-    """A catalog or overlay problem; the message names the entry and the field."""
-
-
-class UnknownModelError(RegistryError):
-    """No catalog entry has this id or alias."""
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    id: str
-    name: str
-    description: str
-    category: str
-    tags: tuple
-    source: dict
-    storage: dict
-    runtime: dict
-    ui: dict
-    architecture: str | None = None
-    aliases: tuple = ()
-    origin: str = "catalog"
-    notes: str | None = None
-    requires: tuple = ()
-
-    @property
-    def source_kind(self) -> str:
-        return self.source["kind"]
-
-    @property
-    def repo_id(self) -> str | None:
-        return self.source.get("repo_id")
-
-    @property
-    def revision(self) -> str | None:
-        if self.source_kind == "hugging_face":
-            return self.source.get("revision") or "main"
-        if self.source_kind == "model_scope":
-            return self.source.get("revision") or "master"
-        return None
-
-    @property
-    def size_bytes(self) -> int:
-        return int(self.storage["size_bytes"])
-
-    @property
-    def local_path(self) -> Path:
-        return Path(self.storage["local_path"]).expanduser()
-
-    def names(self) -> list[str]:
-        return [self.id, *self.aliases]
-
-    def to_dict(self) -> dict:
-        out: dict = {
-            "id": self.id,
-            "name": self.name,
-            "description": self.description,
-            "category": self.category,
-            "tags": list(self.tags),
-        }
-        if self.architecture:
-            out["architecture"] = self.architecture
-        if self.aliases:
-            out["aliases"] = list(self.aliases)
-        if self.notes:
-            out["notes"] = self.notes
-        if self.requires:
-            out["requires"] = list(self.requires)
-        out.update(source=dict(self.source), storage=dict(self.storage),
-                   runtime=dict(self.runtime), ui=dict(self.ui))
-        return out
+from ominix.entries import (  # noqa: F401  (re-exported: the catalog's vocabulary)
+    API_TYPES,
+    CATALOG_VERSION,
+    CATEGORIES,
+    CATEGORY_API,
+    CATEGORY_PANEL,
+    PANEL_TYPES,
+    SOURCE_KINDS,
+    ModelEntry,
+    RegistryError,
+    UnknownModelError,
+    entry_from_dict,
+    field_error,
+)
 
 
 @dataclass
@@ -195,152 +103,6 @@ class Catalog:
         return None
 
 
-# --- validation -------------------------------------------------------------------------------
-
-
-def _fail(where: str, field_name: str, problem: str) -> RegistryError:
-    return RegistryError(f"{where}: field '{field_name}' {problem}")
-
-
-def _need(obj: dict, key: str, kind, where: str, prefix: str = "") -> object:
-    name = f"{prefix}{key}"
-    if key not in obj or obj[key] is None:
-        raise _fail(where, name, "is required")
-    value = obj[key]
-    if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, kind)
-    if not ok or (kind is str and not value.strip()):
-        raise _fail(where, name, f"must be a non-empty {getattr(kind, '__name__', kind)}")
-    return value
-
-
-def _optional(obj: dict, key: str, kind, where: str, prefix: str = ""):
-    if obj.get(key) is None:
-        return None
-    if not isinstance(obj[key], kind) or isinstance(obj[key], bool) and kind is not bool:
-        raise _fail(where, f"{prefix}{key}", f"must be a {kind.__name__}")
-    return obj[key]
-
-
-def _string_list(obj: dict, key: str, where: str, prefix: str = "") -> tuple:
-    value = obj.get(key)
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise _fail(where, f"{prefix}{key}", "must be a list of non-empty strings")
-    return tuple(value)
-
-
-def _check_relpath(path: str, where: str, field_name: str) -> None:
-    parts = Path(path).parts
-    if not parts or os.path.isabs(path) or ".." in parts or "\\" in path:
-        raise _fail(where, field_name, f"has '{path}': files must be relative paths inside the model folder")
-
-
-def _check_repo_id(repo_id: str, where: str) -> None:
-    if not _REPO_RE.match(repo_id) or "--" in repo_id or ".." in repo_id:
-        raise _fail(where, "source.repo_id", f"'{repo_id}' is not of the form owner/repo")
-
-
-def _check_source(source: dict, where: str) -> None:
-    kind = _need(source, "kind", str, where, "source.")
-    if kind not in SOURCE_KINDS:
-        raise _fail(where, "source.kind", f"'{kind}' is not one of {', '.join(SOURCE_KINDS)}")
-    if kind in ("hugging_face", "model_scope"):
-        _check_repo_id(_need(source, "repo_id", str, where, "source."), where)
-        revision = _optional(source, "revision", str, where, "source.")
-        if revision is not None and (not revision or any(c.isspace() for c in revision)):
-            raise _fail(where, "source.revision", f"'{revision}' is not a branch, tag or commit")
-        _string_list(source, "allow_patterns", where, "source.")
-    elif kind == "url":
-        url = _need(source, "url", str, where, "source.")
-        parsed = urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise _fail(where, "source.url", f"'{url}' is not an http(s) URL")
-        sha = source.get("sha256")
-        if sha is not None and (not isinstance(sha, str) or not _SHA256_RE.match(sha.lower())):
-            raise _fail(where, "source.sha256", "must be 64 hex digits or null")
-        filename = _optional(source, "filename", str, where, "source.")
-        if filename is not None and ("/" in filename or "\\" in filename or filename in ("", ".", "..")):
-            raise _fail(where, "source.filename", f"'{filename}' must be a plain file name")
-        if filename is None and not Path(parsed.path).name:
-            raise _fail(where, "source.filename", "is required when the URL does not end in a file name")
-    else:  # manual
-        _need(source, "url", str, where, "source.")
-        files = source.get("files")
-        if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
-            raise _fail(where, "source.files", "must be a non-empty list of relative paths")
-        for path in files:
-            _check_relpath(path, where, "source.files")
-
-
-def _entry_from_dict(raw: object, where: str, origin: str) -> ModelEntry:
-    if not isinstance(raw, dict):
-        raise RegistryError(f"{where}: an entry must be a JSON object")
-    entry_id = _need(raw, "id", str, where)
-    where = f"{where} '{entry_id}'"
-    unknown = sorted(set(raw) - _ENTRY_KEYS)
-    if unknown:
-        raise _fail(where, unknown[0], f"is not a known entry field (known: {', '.join(sorted(_ENTRY_KEYS))})")
-    if not _ID_RE.match(entry_id):
-        raise _fail(where, "id", f"'{entry_id}' must be a lowercase slug (a-z, 0-9, '.', '_', '-')")
-    name = _need(raw, "name", str, where)
-    description = _need(raw, "description", str, where)
-    category = _need(raw, "category", str, where)
-    if category not in CATEGORIES:
-        raise _fail(where, "category", f"'{category}' is not one of {', '.join(CATEGORIES)}")
-    tags = _string_list(raw, "tags", where)
-
-    source = _need(raw, "source", dict, where)
-    _check_source(source, where)
-
-    storage = _need(raw, "storage", dict, where)
-    _need(storage, "local_path", str, where, "storage.")
-    size = _need(storage, "size_bytes", int, where, "storage.")
-    if size < 0:
-        raise _fail(where, "storage.size_bytes", f"is negative ({size})")
-    _need(storage, "size_display", str, where, "storage.")
-
-    runtime = _need(raw, "runtime", dict, where)
-    api_type = _need(runtime, "api_type", str, where, "runtime.")
-    if api_type not in API_TYPES:
-        raise _fail(where, "runtime.api_type", f"'{api_type}' is not one of {', '.join(API_TYPES)}")
-    _need(runtime, "api_model_id", str, where, "runtime.")
-    memory = _need(runtime, "memory_gb", float, where, "runtime.")
-    if memory < 0:
-        raise _fail(where, "runtime.memory_gb", f"is negative ({memory})")
-    _string_list(runtime, "platforms", where, "runtime.")
-    for flag in ("supports_images", "supports_streaming"):
-        if runtime.get(flag) is not None and not isinstance(runtime[flag], bool):
-            raise _fail(where, f"runtime.{flag}", "must be true or false")
-    _optional(runtime, "quantization", str, where, "runtime.")
-
-    ui = _need(raw, "ui", dict, where)
-    panel = _need(ui, "panel_type", str, where, "ui.")
-    if panel not in PANEL_TYPES:
-        raise _fail(where, "ui.panel_type", f"'{panel}' is not one of {', '.join(PANEL_TYPES)}")
-    if CATEGORY_PANEL[category] != panel:
-        raise _fail(where, "ui.panel_type",
-                    f"'{panel}' does not match category '{category}' (expected '{CATEGORY_PANEL[category]}')")
-
-    architecture = _optional(raw, "architecture", str, where)
-    if architecture is not None and not re.match(r"^[a-z][a-z0-9_]*$", architecture):
-        raise _fail(where, "architecture", f"'{architecture}' must name a module (lowercase, digits, '_')")
-    aliases = _string_list(raw, "aliases", where)
-    for alias in aliases:
-        if any(c.isspace() for c in alias):
-            raise _fail(where, "aliases", f"'{alias}' must not contain spaces")
-    return ModelEntry(
-        id=entry_id, name=name, description=description, category=category, tags=tags,
-        source=dict(source), storage=dict(storage), runtime=dict(runtime), ui=dict(ui),
-        architecture=architecture, aliases=aliases, origin=origin,
-        notes=_optional(raw, "notes", str, where), requires=_string_list(raw, "requires", where),
-    )
-
 
 def _check_unique(entries: list[ModelEntry], origin: str, check_requires: bool = True) -> None:
     """Every id and alias resolves to one entry; `requires` names known entries."""
@@ -371,7 +133,7 @@ def validate_document(data: object, origin: str, *, check_requires: bool = True)
     models = data.get("models")
     if not isinstance(models, list):
         raise RegistryError(f"{origin}: field 'models' is required (a list of entries)")
-    entries = [_entry_from_dict(raw, f"{origin}: entry #{i}", origin) for i, raw in enumerate(models)]
+    entries = [entry_from_dict(raw, f"{origin}: entry #{i}", origin) for i, raw in enumerate(models)]
     _check_unique(entries, origin, check_requires)
     return entries
 
@@ -472,7 +234,7 @@ def _save_overlay(user_entries: list[ModelEntry]) -> None:
 def add_user_entries(entries: list[dict]) -> list[ModelEntry]:
     """Validate entries and add them to the overlay in one write (replacing entries with their ids)."""
     path = config.user_registry_path()
-    new = [_entry_from_dict(e, f"{path}: entry", str(path)) for e in entries]
+    new = [entry_from_dict(e, f"{path}: entry", str(path)) for e in entries]
     ids = {e.id for e in new}
     _save_overlay([e for e in load_user_entries() if e.id not in ids] + new)
     return new
@@ -551,7 +313,7 @@ def make_custom_entry(
     if sum(x is not None for x in (repo_id, url, path)) != 1:
         raise RegistryError(f"{where}: give exactly one of a repo id, a URL or a path")
     if category not in CATEGORIES:
-        raise _fail(where, "category", f"'{category}' is not one of {', '.join(CATEGORIES)}")
+        raise field_error(where, "category", f"'{category}' is not one of {', '.join(CATEGORIES)}")
     size = 0
     if repo_id is not None:
         repo, _, revision = repo_id.partition("@")
@@ -592,5 +354,5 @@ def make_custom_entry(
     }
     if architecture:
         entry["architecture"] = architecture
-    _entry_from_dict(entry, "custom entry", "user")  # fail now, naming the field, rather than at save time
+    entry_from_dict(entry, "custom entry", "user")  # fail now, naming the field, rather than at save time
     return entry

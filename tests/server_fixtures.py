@@ -151,7 +151,7 @@ def scripted_tool_call_checkpoint(path: Path) -> Path:
     """A checkpoint that answers any chat prompt with SCRIPTED_REPLY (greedy), then <|im_end|>."""
     from tokenizers import AddedToken, Tokenizer
 
-    from ominix.engine.tokenizer import load_tokenizer
+    from ominix.engine.llm.tokenizer import load_tokenizer
 
     path.mkdir(parents=True, exist_ok=True)
     make_tokenizer(path)

@@ -8,13 +8,13 @@ import queue
 import mlx.core as mx
 import pytest
 
-from ominix.engine.batch import Batch, BatchKVCache
-from ominix.engine.cache import make_cache
-from ominix.engine.generate import generate
+from ominix.engine.llm.batch import Batch, BatchKVCache
+from ominix.engine.llm.cache import make_cache
+from ominix.engine.llm.generate import generate
 from ominix.engine.load import load
 from ominix.engine.pool import ModelPool
-from ominix.engine.sample import SamplingParams
-from ominix.engine.scheduler import ChoiceDone, Done, Failed, GenerateJob, Scheduler, TokenEvent
+from ominix.engine.llm.jobs import ChoiceDone, GenerateJob, TokenEvent
+from ominix.engine.worker import Done, Failed, Worker
 from tests.server_fixtures import random_qwen3
 
 
@@ -24,18 +24,18 @@ def checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def scheduler(checkpoint):
+def worker(checkpoint):
     pool = ModelPool(use_catalog=False)
     pool.register(str(checkpoint), "tiny")
-    s = Scheduler(pool, prompt_cache_bytes=0)
+    s = Worker(pool, prompt_cache_bytes=0)
     s.start()
     yield s
     s.stop()
 
 
-def submit(scheduler, prompt, sampling, max_tokens, **job):
+def submit(worker, prompt, sampling, max_tokens, **job):
     box: queue.Queue = queue.Queue()
-    scheduler.submit("tiny", GenerateJob(prompts=[prompt], sampling=sampling, max_tokens=max_tokens, **job), box.put)
+    worker.submit("tiny", GenerateJob(prompts=[prompt], sampling=sampling, max_tokens=max_tokens, **job), box.put)
     return box
 
 
@@ -67,35 +67,35 @@ CASES = [  # (prompt ids, sampling, max_tokens): different lengths, so rows are 
 def solo_tokens(checkpoint, prompt, sampling, max_tokens) -> list[int]:
     """Decoding alone with engine/generate.py, with the checkpoint's generation_config defaults
     (top_k, top_p) for unset fields, as the server applies them."""
-    from ominix.engine.scheduler import _generation_defaults
+    from ominix.engine.llm.sample import sampling_params
 
     model, tokenizer = load(checkpoint)
     bias = {int(k): v for k, v in NO_EOS["logit_bias"].items()}
-    params = SamplingParams(**{**_generation_defaults(tokenizer), **sampling, "logit_bias": bias})
+    params = sampling_params(tokenizer.generation_config, {**sampling, "logit_bias": bias})
     return generate(model, tokenizer, prompt, params, max_tokens=max_tokens).tokens
 
 
-def test_batched_sequences_equal_their_solo_tokens(checkpoint, scheduler):
+def test_batched_sequences_equal_their_solo_tokens(checkpoint, worker):
     expected = [solo_tokens(checkpoint, *case) for case in CASES]
-    steps_before = scheduler.stats["decode_steps"]
-    boxes = [submit(scheduler, p, {**s, **NO_EOS}, n) for p, s, n in CASES]  # all at once
+    steps_before = worker.stats["decode_steps"]
+    boxes = [submit(worker, p, {**s, **NO_EOS}, n) for p, s, n in CASES]  # all at once
     results = [collect(b) for b in boxes]
     for case, result, want in zip(CASES, results, expected):
         assert result["tokens"][0] == want, case
         assert result["finish"][0] == "length"
     # They really decoded together: far fewer steps than tokens.
-    steps = scheduler.stats["decode_steps"] - steps_before
+    steps = worker.stats["decode_steps"] - steps_before
     assert steps < sum(n for _, _, n in CASES) * 0.6, steps
 
 
-def test_requests_joining_a_running_batch_later(checkpoint, scheduler):
+def test_requests_joining_a_running_batch_later(checkpoint, worker):
     """A long request runs; others arrive mid-way, finish early and leave; tokens stay exact."""
     long_case = (list(range(50, 60)), {"temperature": 0.8, "seed": 1}, 60)
     want_long = solo_tokens(checkpoint, *long_case)
-    first = submit(scheduler, long_case[0], {**long_case[1], **NO_EOS}, long_case[2])
+    first = submit(worker, long_case[0], {**long_case[1], **NO_EOS}, long_case[2])
     event = first.get(timeout=60)  # PromptStarted
     seen = [first.get(timeout=60) for _ in range(5)]  # it is decoding now
-    late = [submit(scheduler, p, {**s, **NO_EOS}, n) for p, s, n in CASES[:3]]
+    late = [submit(worker, p, {**s, **NO_EOS}, n) for p, s, n in CASES[:3]]
     late_results = [collect(b) for b in late]
     rest = collect(first)
     assert [e.token for e in seen] + rest["tokens"][0] == want_long
@@ -104,15 +104,15 @@ def test_requests_joining_a_running_batch_later(checkpoint, scheduler):
     assert event.prompt_tokens == 10
 
 
-def test_n_choices_and_a_json_constraint_in_one_batch(checkpoint, scheduler):
+def test_n_choices_and_a_json_constraint_in_one_batch(checkpoint, worker):
     model, tokenizer = load(checkpoint)
     fmt = {"type": "json_object"}
-    constrained = submit(scheduler, list(range(60, 70)), {"temperature": 0.0}, 16, response_format=fmt)
-    several = submit(scheduler, list(range(20, 30)), {"temperature": 1.0, "seed": 4, **NO_EOS}, 10, n=3)
+    constrained = submit(worker, list(range(60, 70)), {"temperature": 0.0}, 16, response_format=fmt)
+    several = submit(worker, list(range(20, 30)), {"temperature": 1.0, "seed": 4, **NO_EOS}, 10, n=3)
     got_json = collect(constrained)["tokens"][0]
     got_n = collect(several)["tokens"]
-    # Alone: one request at a time through the same scheduler.
-    assert collect(submit(scheduler, list(range(60, 70)), {"temperature": 0.0}, 16, response_format=fmt))["tokens"][0] == got_json
+    # Alone: one request at a time through the same worker.
+    assert collect(submit(worker, list(range(60, 70)), {"temperature": 0.0}, 16, response_format=fmt))["tokens"][0] == got_json
     for j in range(3):  # choice j uses seed + j
         assert got_n[j] == solo_tokens(checkpoint, list(range(20, 30)), {"temperature": 1.0, "seed": 4 + j}, 10)
     text = tokenizer.decode(got_json)

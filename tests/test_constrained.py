@@ -7,11 +7,11 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from ominix.engine.constrained import ConstraintError, make_constraint
-from ominix.engine.generate import generate
+from ominix.engine.llm.constrained import ConstraintError, make_constraint
+from ominix.engine.llm.generate import generate
 from ominix.engine.load import load
-from ominix.engine.sample import SamplingParams
-from ominix.engine.tokenizer import load_tokenizer
+from ominix.engine.llm.sample import SamplingParams
+from ominix.engine.llm.tokenizer import load_tokenizer
 from tests.server_fixtures import random_qwen3
 from tests.tokenizer_fixture import VOCAB_SIZE, make_tokenizer
 
@@ -115,7 +115,7 @@ TOOLS = [
 
 @pytest.mark.parametrize("name", [None, "get_time"])
 def test_forced_tool_call_grammar(tokenizer, name):
-    from ominix.engine.chat import parse_reply
+    from ominix.engine.llm.chat import parse_reply
 
     for seed in range(3):
         c = make_constraint(tokenizer, VOCAB_SIZE, {"type": "tool_call", "tools": TOOLS, "name": name})

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten, tree_map
 
-from ominix.engine.cache import make_cache
+from ominix.engine.llm.cache import make_cache
 from ominix.engine.convert import convert
 from ominix.engine.load import load_model
 from ominix.models import ARCHITECTURES, get_architecture

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from ominix.engine.cache import KVCache, RotatingKVCache, make_cache
+from ominix.engine.llm.cache import KVCache, RotatingKVCache, make_cache
 from ominix.engine.convert import convert
 from ominix.engine.load import load_model
 from tests.checkpoints import load_reference

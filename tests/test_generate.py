@@ -5,9 +5,9 @@ from __future__ import annotations
 import mlx.core as mx
 import pytest
 
-from ominix.engine.cache import make_cache
-from ominix.engine.generate import generate, generate_step, stream_generate
-from ominix.engine.sample import Sampler, SamplingParams
+from ominix.engine.llm.cache import make_cache
+from ominix.engine.llm.generate import generate, generate_step, stream_generate
+from ominix.engine.llm.sample import Sampler, SamplingParams
 from ominix.engine.load import load
 from tests.checkpoints import build_checkpoint, load_reference
 

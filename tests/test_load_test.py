@@ -12,7 +12,7 @@ import pytest
 
 from ominix.api.app import create_app
 from ominix.engine.pool import ModelPool
-from ominix.engine.tokenizer import load_tokenizer
+from ominix.engine.llm.tokenizer import load_tokenizer
 from tests.server_fixtures import ServerThread, random_qwen3
 
 CLIENTS = 32
@@ -56,12 +56,12 @@ def memory(server) -> int:
 
 
 def wait_idle(server, timeout=20):
-    scheduler = server.app.state.scheduler
+    worker = server.app.state.worker
     deadline = time.time() + timeout
-    while (scheduler.busy.is_set() or scheduler.running_sequences) and time.time() < deadline:
+    while (worker.busy.is_set() or worker.running_sequences) and time.time() < deadline:
         time.sleep(0.02)
     h = httpx.get(server.url + "/health").json()
-    assert h["running_sequences"] == 0 and h["queue_depth"] == 0 and not scheduler.busy.is_set()
+    assert h["running_sequences"] == 0 and h["queue_depth"] == 0 and not worker.busy.is_set()
 
 
 def test_32_concurrent_streams_equal_solo_and_memory_returns(server):
@@ -75,21 +75,21 @@ def test_32_concurrent_streams_equal_solo_and_memory_returns(server):
 
     expected = asyncio.run(solo())
     wait_idle(server)
-    server.app.state.scheduler.prompt_cache.clear()
+    server.app.state.worker.prompt_cache.clear()
     baseline = memory(server)
-    steps = server.app.state.scheduler.stats["decode_steps"]
+    steps = server.app.state.worker.stats["decode_steps"]
     got = asyncio.run(together())
     assert got == expected
-    assert server.app.state.scheduler.stats["decode_steps"] - steps < CLIENTS * 16 / 4  # batched
+    assert server.app.state.worker.stats["decode_steps"] - steps < CLIENTS * 16 / 4  # batched
     wait_idle(server)
     assert memory(server) <= baseline + 4 * 1024 * 1024
 
 
 def test_cancel_storm_leaves_nothing_behind(server):
     wait_idle(server)
-    server.app.state.scheduler.prompt_cache.clear()
+    server.app.state.worker.prompt_cache.clear()
     baseline = memory(server)
-    cancelled = server.app.state.scheduler.cancelled_jobs
+    cancelled = server.app.state.worker.cancelled_jobs
 
     async def storm():
         client = new_client(server)
@@ -99,8 +99,8 @@ def test_cancel_storm_leaves_nothing_behind(server):
     texts = asyncio.run(storm())
     assert all(texts)
     wait_idle(server)
-    assert server.app.state.scheduler.cancelled_jobs - cancelled == CLIENTS
-    for group in server.app.state.scheduler._groups.values():
+    assert server.app.state.worker.cancelled_jobs - cancelled == CLIENTS
+    for group in server.app.state.worker._lanes.values():
         assert group.batch is None or group.batch.nbytes == 0
     assert memory(server) <= baseline + 4 * 1024 * 1024
     # And it still serves.

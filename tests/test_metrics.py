@@ -59,7 +59,7 @@ def test_metrics_count_requests_tokens_latency_and_models(tiny):
 
 
 def test_full_queue_is_429_and_timeout_is_504(tiny):
-    from ominix.engine.tokenizer import load_tokenizer
+    from ominix.engine.llm.tokenizer import load_tokenizer
 
     no_eos = {str(t): -100 for t in load_tokenizer(tiny).eos_token_ids}
     with server(tiny, max_batch=1, max_queue=1, request_timeout=2.0) as s:
@@ -79,7 +79,7 @@ def test_full_queue_is_429_and_timeout_is_504(tiny):
         second = threading.Thread(target=hold)  # waits in the queue (the one place)
         second.start()
         deadline = time.time() + 10
-        while s.app.state.scheduler.queue_depth < 1 and time.time() < deadline:
+        while s.app.state.worker.queue_depth < 1 and time.time() < deadline:
             time.sleep(0.01)
         r = httpx.post(s.url + "/v1/chat/completions", json={**body, "stream": False}, timeout=60)
         assert r.status_code == 429

@@ -26,7 +26,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from ominix.engine.cache import KVCache, RecurrentStateCache, make_cache
+from ominix.engine.llm.cache import KVCache, RecurrentStateCache, make_cache
 from ominix.engine.convert import convert
 from ominix.engine.load import load_model
 from tests.dense_checkpoints import VOCAB, minicpm_tensor_shapes, random_tensors, write_checkpoint

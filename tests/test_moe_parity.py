@@ -14,7 +14,7 @@ import torch
 from mlx.utils import tree_flatten, tree_map
 from tokenizers import Tokenizer
 
-from ominix.engine.cache import make_cache
+from ominix.engine.llm.cache import make_cache
 from ominix.engine.convert import convert, save_weights
 from ominix.engine.load import LoadError, load_model, read_weights
 from ominix.models import get_architecture

@@ -8,7 +8,7 @@ import pytest
 
 from ominix.api.app import create_app
 from ominix.engine.pool import ModelPool
-from ominix.engine.prompt_cache import PromptCache
+from ominix.engine.llm.prompt_cache import PromptCache
 from tests.server_fixtures import ServerThread, random_qwen3
 
 
@@ -71,17 +71,17 @@ def test_second_turn_prefills_only_the_new_tokens_and_answers_the_same(servers):
     cached, uncached = servers
     system = {"role": "system", "content": "You are terse. " * 60}
     turn1 = [system, {"role": "user", "content": "hello there"}]
-    scheduler = cached.app.state.scheduler
+    worker = cached.app.state.worker
     r1 = chat(cached, turn1)
     assert r1.usage.prompt_tokens_details.cached_tokens == 0
     turn2 = turn1 + [{"role": "assistant", "content": r1.choices[0].message.content},
                      {"role": "user", "content": "and again"}]
-    before = scheduler.stats["prefill_tokens"]
+    before = worker.stats["prefill_tokens"]
     r2 = chat(cached, turn2)
     cached_tokens = r2.usage.prompt_tokens_details.cached_tokens
     # At least the whole first turn (random tokens of the answer need not re-tokenize the same).
     assert cached_tokens >= r1.usage.prompt_tokens
-    assert scheduler.stats["prefill_tokens"] - before == r2.usage.prompt_tokens - cached_tokens
+    assert worker.stats["prefill_tokens"] - before == r2.usage.prompt_tokens - cached_tokens
     # Same output as a server without a prompt cache.
     assert chat(uncached, turn1).choices[0].message.content == r1.choices[0].message.content
     plain = chat(uncached, turn2)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from ominix.engine.cache import make_cache
+from ominix.engine.llm.cache import make_cache
 from ominix.engine.compute import UpcastLinear
 from ominix.engine.load import DENSE_PREFILL_ROWS, load_model
 from tests.checkpoints import build_checkpoint, build_quantized, load_reference

@@ -68,15 +68,15 @@ def test_shipped_catalog_validates_and_lists_every_seed_model(env):
     for model_id in SEED_IDS + EXTRA_IDS:
         entry = catalog.get(model_id)
         assert entry.architecture, model_id
-        assert entry.ui["panel_type"] == registry.CATEGORY_PANEL[entry.category]
-        assert entry.runtime["api_type"] == registry.CATEGORY_API[entry.category]
-        assert entry.size_bytes > 0 and entry.runtime["memory_gb"] > 0
+        assert entry.ui.panel_type == registry.CATEGORY_PANEL[entry.category]
+        assert entry.runtime.api_type == registry.CATEGORY_API[entry.category]
+        assert entry.size_bytes > 0 and entry.runtime.memory_gb > 0
         if entry.source_kind == "hugging_face":
             # seed 000: HF local_path is the cache folder of that very repo
-            assert entry.storage["local_path"].endswith("models--" + entry.repo_id.replace("/", "--"))
+            assert entry.storage.local_path.endswith("models--" + entry.repo_id.replace("/", "--"))
     assert catalog.get("funasr-paraformer").source_kind == "model_scope"
     assert catalog.get("gpt-sovits").source_kind == "manual"
-    assert all(e.runtime["api_type"] == "speech_recognition" for e in catalog.by_category("asr"))
+    assert all(e.runtime.api_type == "speech_recognition" for e in catalog.by_category("asr"))
     assert {e.id for e in catalog.by_category("embedding")} == {"qwen3-embedding-0.6b", "all-minilm-l6-v2"}
 
 
@@ -219,10 +219,10 @@ def test_add_export_import_round_trip(env, tmp_path):
         registry.add_user_entry(registry.make_custom_entry("url-model", url="https://example.com/m.gguf", sha256=sha.upper())),
         registry.add_user_entry(registry.make_custom_entry("disk-model", path=folder, architecture="qwen3")),
     ]
-    assert added[0].source == {"kind": "hugging_face", "repo_id": "me/model", "revision": "dev"}
-    assert added[0].ui["panel_type"] == "vlm_chat" and added[0].runtime["supports_images"]
-    assert added[1].source["sha256"] == sha and added[1].source["filename"] == "m.gguf"
-    assert added[2].source["files"] == ["config.json", "sub/model.safetensors"]
+    assert added[0].source.to_dict() == {"kind": "hugging_face", "repo_id": "me/model", "revision": "dev"}
+    assert added[0].ui.panel_type == "vlm_chat" and added[0].runtime.supports_images
+    assert added[1].source.sha256 == sha and added[1].source.filename == "m.gguf"
+    assert list(added[2].source.files) == ["config.json", "sub/model.safetensors"]
     assert added[2].size_bytes == 12 and added[2].local_path == folder.resolve()
 
     out = tmp_path / "export.json"
@@ -247,7 +247,7 @@ def test_import_seed_003_custom_url_list(env, tmp_path):
     path.write_text(json.dumps({"custom": [{"id": "custom-model-1", "name": "CustomModel.gguf",
                                             "url": "https://example.com/model.gguf", "sha256": None}]}))
     [entry] = registry.import_user_entries(path)
-    assert entry.source == {"kind": "url", "url": "https://example.com/model.gguf", "sha256": None,
+    assert entry.source.to_dict() == {"kind": "url", "url": "https://example.com/model.gguf", "sha256": None,
                             "filename": "model.gguf"}
     assert registry.load_catalog().get("custom-model-1").name == "CustomModel.gguf"
 
@@ -320,4 +320,4 @@ def test_catalog_file_is_stable_json():
     data = json.loads((ROOT / "registry" / "models_registry.json").read_text())
     entries = registry.validate_document(copy.deepcopy(data), "catalog")
     assert [e.to_dict() for e in entries] == data["models"]
-    assert all(e.storage["size_display"].startswith("~") for e in entries)
+    assert all(e.storage.size_display.startswith("~") for e in entries)

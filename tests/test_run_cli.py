@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from ominix.engine.generate import generate
-from ominix.engine.sample import SamplingParams
+from ominix.engine.llm.generate import generate
+from ominix.engine.llm.sample import SamplingParams
 from ominix.engine.load import load
 from tests.checkpoints import build_checkpoint
 

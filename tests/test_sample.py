@@ -8,7 +8,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from ominix.engine.sample import Sampler, SamplingParams
+from ominix.engine.llm.sample import Sampler, SamplingParams
 
 LOGITS = mx.array([2.0, 1.0, 0.5, 0.0, -1.0, 3.0, -0.5, 1.5])  # sorted order: 5, 0, 7, 1, 2, 3, 6, 4
 

@@ -11,7 +11,7 @@ import pytest
 
 from ominix.api.app import create_app
 from ominix.engine.pool import ModelPool
-from ominix.engine.tokenizer import load_tokenizer
+from ominix.engine.llm.tokenizer import load_tokenizer
 from tests.server_fixtures import ServerThread, random_qwen3, scripted_tool_call_checkpoint
 
 USER = [{"role": "user", "content": "Hello there"}]
@@ -271,7 +271,7 @@ def test_concurrent_requests_all_served(server):
 
 
 def test_client_disconnect_stops_generation(client, server):
-    scheduler = server.app.state.scheduler
+    scheduler = server.app.state.worker
     eos = {str(t): -100 for t in server.tokenizer.eos_token_ids}
     cancelled_before = scheduler.cancelled_jobs
     stream = client.chat.completions.create(model="long", messages=USER, max_tokens=8000,
@@ -296,7 +296,7 @@ def test_client_disconnect_stops_generation(client, server):
 
 
 def test_non_streaming_client_that_gives_up_stops_generation(server):
-    scheduler = server.app.state.scheduler
+    scheduler = server.app.state.worker
     eos = {str(t): -100 for t in server.tokenizer.eos_token_ids}
     cancelled_before = scheduler.cancelled_jobs
     body = {"model": "long", "messages": USER, "max_tokens": 8000, "logit_bias": eos}

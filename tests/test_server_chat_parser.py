@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from ominix.engine.chat import ChatOutputParser, collect, content_text, parse_reply, to_template_messages
+from ominix.engine.llm.chat import ChatOutputParser, collect, content_text, parse_reply, to_template_messages
 
 QWEN3_THINK_AND_CALL = (
     "<think>\nThe user asks about the weather in Paris. I should call get_weather.\n</think>\n\n"

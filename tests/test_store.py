@@ -421,14 +421,14 @@ def test_cli_registry_commands(env, tmp_path):
     assert added.exit_code == 0, added.output
     assert run("registry", "add", "my-file", "--url", "https://h.example/f.gguf", "--sha256", "0" * 64).exit_code == 0
     assert run("registry", "add", "bad", "--url", "https://h.example/f.gguf", "--sha256", "xyz").exit_code == 1
-    assert registry.load_catalog().get("my-model").ui["panel_type"] == "vlm_chat"
+    assert registry.load_catalog().get("my-model").ui.panel_type == "vlm_chat"
 
     out = tmp_path / "mine.json"
     assert "exported 2 entries" in run("registry", "export", str(out)).stdout
     assert run("registry", "remove", "my-model").exit_code == 0
     assert registry.load_catalog().find("my-model") is None
     assert "imported 2 entries" in run("registry", "import", str(out)).stdout
-    assert registry.load_catalog().get("my-file").source["sha256"] == "0" * 64
+    assert registry.load_catalog().get("my-file").source.sha256 == "0" * 64
 
     root = tmp_path / "dl"
     build_scan_tree(root)

@@ -8,7 +8,7 @@ import pytest
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, trainers
 
-from ominix.engine.tokenizer import ChatTemplateError, StopMatcher, TokenizerError, load_tokenizer
+from ominix.engine.llm.tokenizer import ChatTemplateError, StopMatcher, TokenizerError, load_tokenizer
 from tests.tokenizer_fixture import VOCAB_SIZE, make_tokenizer, special_ids
 
 TEXTS = [

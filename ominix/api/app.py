@@ -1,7 +1,7 @@
 """The FastAPI application: errors as OpenAI error bodies, API-key auth, CORS, body-size limit.
 
-`create_app()` wires a ModelPool and the Scheduler (the one inference thread, continuous batching)
-into the routes of api/openai.py and GET /metrics (api/metrics.py). The scheduler starts with the
+`create_app()` wires a ModelPool and the Worker (the one inference thread: stepped jobs, continuous batching)
+into the routes of api/openai.py and GET /metrics (api/metrics.py). The worker starts with the
 app; the `preload` models load at start and stay resident (keep_alive forever).
 """
 
@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ominix.engine.pool import ModelPool
-from ominix.engine.scheduler import Scheduler
+from ominix.engine.worker import Worker
 
 log = logging.getLogger("ominix.api")
 
@@ -86,28 +86,28 @@ def create_app(
 
     pool = pool or ModelPool()
     metrics = metrics_routes.Metrics()
-    scheduler = Scheduler(pool, max_batch=max_batch, max_queue=max_queue, request_timeout=request_timeout,
+    worker = Worker(pool, max_batch=max_batch, max_queue=max_queue, request_timeout=request_timeout,
                           prompt_cache_bytes=prompt_cache_bytes, metrics=metrics)
-    metrics.attach(scheduler, pool)
+    metrics.attach(worker, pool)
     api_key = api_key if api_key is not None else (os.environ.get("OMINIX_API_KEY") or None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        scheduler.start()
+        worker.start()
         for name in preload:
             try:
                 ref = await asyncio.to_thread(pool.resolve, name)
-                future = await asyncio.to_thread(scheduler.call, lambda ref=ref: pool.start_load(ref, None))
+                future = await asyncio.to_thread(worker.call, lambda ref=ref: pool.start_load(ref, None))
                 await asyncio.wrap_future(future)
                 log.info("loaded %s", name)
             except Exception as e:  # keep serving: requests for it get a 503 that says why
                 log.error("could not load %s: %s", name, e)
         yield
-        scheduler.stop()
+        worker.stop()
 
     app = FastAPI(title="OminiX", version="0.1.0", lifespan=lifespan)
     app.state.pool = pool
-    app.state.scheduler = scheduler
+    app.state.worker = worker
     app.state.api_key = api_key
     app.state.max_body_bytes = max_body_bytes
     app.state.metrics = metrics

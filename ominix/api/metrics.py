@@ -2,7 +2,7 @@
 
 Each app has its own CollectorRegistry (tests create many apps in one process). Request counts and
 latency histograms are observed as things happen; everything else (queue depth, batch size, tokens,
-resident models, prompt cache) is read from the scheduler and the pool at scrape time, so the
+resident models, prompt cache) is read from the worker and the pool at scrape time, so the
 inference thread does no extra work for it.
 """
 
@@ -29,12 +29,12 @@ class Metrics:
         self.token_latency = Histogram("ominix_inter_token_latency_seconds",
                                        "Time between consecutive tokens of a sequence", buckets=_LATENCY_BUCKETS,
                                        registry=self.registry)
-        self.scheduler = None
+        self.worker = None
         self.pool = None
         self.registry.register(_EngineCollector(self))
 
-    def attach(self, scheduler, pool) -> None:
-        self.scheduler, self.pool = scheduler, pool
+    def attach(self, worker, pool) -> None:
+        self.worker, self.pool = worker, pool
 
 
 class _EngineCollector:
@@ -47,15 +47,15 @@ class _EngineCollector:
     def collect(self):
         import mlx.core as mx
 
-        scheduler, pool = self.metrics.scheduler, self.metrics.pool
-        if scheduler is None:
+        worker, pool = self.metrics.worker, self.metrics.pool
+        if worker is None:
             return
-        stats = scheduler.stats
-        yield GaugeMetricFamily("ominix_queue_depth", "Requests waiting to start", value=scheduler.queue_depth)
+        stats = worker.stats
+        yield GaugeMetricFamily("ominix_queue_depth", "Requests waiting to start", value=worker.queue_depth)
         yield GaugeMetricFamily("ominix_running_sequences", "Sequences prefilling or decoding",
-                                value=scheduler.running_sequences)
+                                value=worker.running_sequences)
         batch = GaugeMetricFamily("ominix_batch_size", "Sequences in the running decode batch", labels=["model"])
-        for model, size in scheduler.batch_sizes.items():
+        for model, size in worker.batch_sizes.items():
             batch.add_metric([model], size)
         yield batch
         for name, key, help_text in (
@@ -68,7 +68,7 @@ class _EngineCollector:
             ("ominix_rejected_requests", "rejected", "Requests refused because the queue was full"),
         ):
             yield CounterMetricFamily(name, help_text, value=stats[key])
-        cache = scheduler.prompt_cache.stats()
+        cache = worker.prompt_cache.stats()
         yield CounterMetricFamily("ominix_prompt_cache_hits", "Prompt cache lookups that reused a prefix",
                                   value=cache["hits"])
         yield CounterMetricFamily("ominix_prompt_cache_misses", "Prompt cache lookups without reuse",

@@ -1,7 +1,7 @@
 """The /v1 routes, in OpenAI's wire format: models, chat completions, completions, embeddings.
 
 Handlers validate the request (api/schemas.py), resolve the model name without touching MLX, then
-hand a job to the inference thread (engine/scheduler.py) and turn its plain-Python events into
+hand a job to the inference thread (engine/worker.py) and turn its plain-Python events into
 OpenAI responses or SSE chunks. Reasoning / tool-call parsing (engine/chat.py) is string work and
 runs here, per choice, incrementally for streams.
 """
@@ -21,24 +21,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from ominix import kinds
 from ominix.api.app import APIError, check_auth, validation_message
 from ominix.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, LoadRequest
-from ominix.engine.chat import ChatOutputParser, Delta, build_chat_prompt, prompt_opens_reasoning
+from ominix.engine.llm.chat import ChatOutputParser, Delta, build_chat_prompt, prompt_opens_reasoning
 from ominix.engine.pool import ModelLoadError, ModelNotFoundError, ModelRef, parse_keep_alive
-from ominix.engine.scheduler import (
-    DEFAULT,
-    Cancelled,
-    ChoiceDone,
-    Done,
-    Failed,
-    GenerateJob,
-    JobStream,
-    PromptStarted,
-    QueueFull,
-    RequestTimeout,
-    SchedulerStopped,
-    TokenEvent,
-)
+from ominix.engine.llm.jobs import ChoiceDone, ContextLengthError, GenerateJob, PromptStarted, TokenEvent
+from ominix.engine.worker import DEFAULT, Cancelled, Done, Failed, JobStream, QueueFull, RequestTimeout, WorkerStopped
 
 log = logging.getLogger("ominix.api")
 router = APIRouter()
@@ -80,10 +69,12 @@ async def resolve(request: Request, name: str, kind: str) -> ModelRef:
     except ModelNotFoundError as e:
         raise APIError(404, str(e), param="model", code="model_not_found") from None
     if ref.kind != kind:
-        what = {"chat": "chat and text completions", "embedding": "embeddings"}[kind]
-        raise APIError(400, f"The model '{name}' is a {ref.kind} model; it does not support {what}.",
-                       param="model", code="model_not_supported")
+        error = kinds.mismatch(name, kinds.KINDS[ref.kind], ASKED[kind])
+        raise APIError(400, str(error), param="model", code=error.code)
     return ref
+
+
+ASKED = {"chat": "chat or text completions", "embedding": "embeddings"}  # what each route asks for
 
 
 def engine_error(e: BaseException) -> APIError:
@@ -94,16 +85,28 @@ def engine_error(e: BaseException) -> APIError:
         return APIError(503, str(e), type="server_error", code="model_unavailable")
     if isinstance(e, MemoryError):
         return APIError(503, "Not enough memory to serve this request.", type="server_error")
+    if isinstance(e, ContextLengthError):
+        return APIError(400, context_message(e), param=e.param, code=e.code)
     if isinstance(e, ValueError):  # request-shaped problems: template, schema, context, params
         return APIError(400, str(e), param=getattr(e, "param", None), code=getattr(e, "code", None))
     if isinstance(e, RequestTimeout):
         return APIError(504, str(e), type="server_error", code="timeout")
-    if isinstance(e, SchedulerStopped):
+    if isinstance(e, WorkerStopped):
         return APIError(503, str(e), type="server_error", code="server_shutting_down")
     if isinstance(e, Cancelled):  # the client went away; nobody reads this
         return APIError(499, "Request cancelled: the client closed the connection.")
-    # Unexpected: the scheduler has logged the traceback already.
+    # Unexpected: the worker has logged the traceback already.
     return APIError(500, f"Inference failed: {type(e).__name__}: {e}", type="server_error")
+
+
+def context_message(e: ContextLengthError) -> str:
+    """OpenAI's wording, which clients (LangChain and others) match on."""
+    if e.max_tokens is None:
+        return (f"This model's maximum context length is {e.limit} tokens. However, your prompt has "
+                f"{e.prompt_tokens} tokens. Please reduce the length of the messages or prompt.")
+    return (f"This model's maximum context length is {e.limit} tokens. However, you requested "
+            f"{e.prompt_tokens + e.max_tokens} tokens ({e.prompt_tokens} in the prompt, {e.max_tokens} for the "
+            "completion). Please reduce the prompt or max_tokens.")
 
 
 def keep_alive_of(req) -> object:
@@ -114,10 +117,10 @@ def keep_alive_of(req) -> object:
 async def start_job(request: Request, model: str, job, keep_alive=DEFAULT) -> tuple[JobStream, PromptStarted | None]:
     """Submit the job and wait for its first event, so errors become proper HTTP statuses."""
     try:
-        stream = request.app.state.scheduler.stream(model, job, keep_alive)
+        stream = request.app.state.worker.stream(model, job, keep_alive)
     except QueueFull as e:
         raise APIError(429, str(e), type="requests", code="rate_limit_exceeded") from None
-    except SchedulerStopped as e:
+    except WorkerStopped as e:
         raise APIError(503, str(e), type="server_error", code="server_shutting_down") from None
     try:
         first = await stream.__anext__()
@@ -195,11 +198,11 @@ async def health(request: Request):
     import mlx.core as mx  # reading a counter; no arrays are touched
 
     pool = request.app.state.pool
-    scheduler = request.app.state.scheduler
+    worker = request.app.state.worker
     return {"status": "ok", "loaded": sorted(pool.resident()), "loading": pool.loading(),
-            "queue_depth": scheduler.queue_depth, "running_sequences": scheduler.running_sequences,
+            "queue_depth": worker.queue_depth, "running_sequences": worker.running_sequences,
             "active_memory_bytes": mx.get_active_memory(),
-            "prompt_cache_bytes": scheduler.prompt_cache.nbytes}
+            "prompt_cache_bytes": worker.prompt_cache.nbytes}
 
 
 def _expiry(resident) -> str | None:
@@ -261,11 +264,11 @@ async def load_model(model_id: str, request: Request):
         body = (await read_request(request, LoadRequest)).model_dump()
     ref = await _resolve_any(request, model_id)
     keep_alive = DEFAULT if body.get("keep_alive") is None else parse_keep_alive(body["keep_alive"])
-    scheduler = request.app.state.scheduler
+    worker = request.app.state.worker
     pool = request.app.state.pool
     try:
         # Room is made on the inference thread; the weights load on the loader thread.
-        future = await asyncio.to_thread(scheduler.call, lambda: pool.start_load(ref, keep_alive))
+        future = await asyncio.to_thread(worker.call, lambda: pool.start_load(ref, keep_alive))
         resident = await asyncio.wrap_future(future)
     except ModelLoadError as e:
         raise APIError(503, str(e), type="server_error", code="model_unavailable") from None
@@ -290,7 +293,7 @@ async def unload_model(model_id: str, request: Request):
             return "pending"
         return "unloaded" if pool.unload(ref.id) else "not_loaded"
 
-    status = await asyncio.to_thread(request.app.state.scheduler.call, unload)
+    status = await asyncio.to_thread(request.app.state.worker.call, unload)
     return {"id": ref.id, "object": "model", "status": status}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ominix.cli.common import PullProgress, app
+from ominix.cli.common import app
 
 
 @app.command()
@@ -47,20 +47,12 @@ def run(
 
 
 def _load_for_run(name: str):
-    from pathlib import Path
-
     from ominix import _blas
-
-    _blas.warn_once_if_slow()
-    path = Path(name).expanduser()
-    if not path.is_dir():
-        from ominix.hub.download import ensure_local
-
-        with PullProgress() as progress:
-            path = ensure_local(name, on_event=progress.on_event)
+    from ominix.cli.common import local_model
     from ominix.engine.load import load
 
-    return load(path)
+    _blas.warn_once_if_slow()
+    return load(local_model(name, "run"))
 
 
 class _ChatSession:
@@ -82,17 +74,10 @@ class _ChatSession:
         self.max_tokens = 2048
 
     def sampling_params(self, temp, top_p, seed):
-        from ominix.engine.sample import SamplingParams
+        from ominix.engine.llm.sample import sampling_params
 
-        # Unset options fall back to the checkpoint's generation_config.json (what its authors tuned).
-        defaults = self.tokenizer.generation_config
-        sampled = defaults.get("do_sample", True)
-        return SamplingParams(
-            temperature=temp if temp is not None else (defaults.get("temperature", 0.7) if sampled else 0.0),
-            top_p=top_p if top_p is not None else defaults.get("top_p", 1.0),
-            top_k=defaults.get("top_k", 0) or 0,
-            seed=seed,
-        )
+        # The server's rule: unset options take the checkpoint's generation_config.json.
+        return sampling_params(self.tokenizer.generation_config, {"temperature": temp, "top_p": top_p, "seed": seed})
 
     def prompt(self, messages: list[dict]) -> str:
         if self.tokenizer.chat_template is None:  # a base model: plain continuation of the last message
@@ -104,7 +89,7 @@ class _ChatSession:
         """Answer one user turn, streaming to stdout; keep it in the history. False on failure."""
         import sys
 
-        from ominix.engine.generate import stream_generate
+        from ominix.engine.llm.generate import stream_generate
 
         system = [{"role": "system", "content": self.system}] if self.system else []
         messages = system + self.history + [{"role": "user", "content": text}]

@@ -132,3 +132,39 @@ class PullProgress:
     def _label(self) -> str:
         return f"{self.name} [{self.files_done}/{self.files} files]"
 
+
+
+def local_model(name: str, verb: str):
+    """The directory of a model for `ominix VERB` (pulled first when it is a catalog id that is
+    not installed). A model of a kind the verb does not serve is refused before any download,
+    with the verb or route that does serve it."""
+    from pathlib import Path
+
+    from ominix import kinds
+    from ominix.hub import store
+    from ominix.hub.download import ensure_local
+    from ominix.registry import RegistryError
+
+    try:
+        found = store.locate(name)
+    except (RegistryError, store.StoreError):
+        found = None  # a repo id or URL to pull: pull explains what it cannot find
+    entry = found.entry if found else None
+    if found is not None and found.path is None and found.kind == "folder":
+        raise FileNotFoundError(f"{name}: no such directory")
+    if entry is not None:
+        _check_kind(name, kinds.detect(None, entry), verb)
+    if found is not None and found.path is not None:
+        path = Path(found.path)
+    else:
+        with PullProgress() as progress:
+            path = ensure_local(name, on_event=progress.on_event)
+    _check_kind(name, kinds.detect(path, entry), verb)
+    return path
+
+
+def _check_kind(name: str, kind, verb: str) -> None:
+    from ominix import kinds
+
+    if verb not in kind.verbs:
+        raise kinds.mismatch(name, kind, f"`ominix {verb}`")

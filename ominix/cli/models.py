@@ -44,10 +44,10 @@ def list_models(
         for entry in catalog.by_category(category) if category else catalog.entries:
             if entry.id not in have:
                 rows.append({"id": entry.id, "path": None, "size_bytes": entry.size_bytes,
-                             "quantization": entry.runtime.get("quantization"), "format": None,
+                             "quantization": entry.runtime.quantization, "format": None,
                              "revision": entry.revision, "verified": None, "kind": entry.source_kind,
                              "in_catalog": True, "category": entry.category, "installed": False,
-                             "source": entry.repo_id or entry.source.get("url"),
+                             "source": entry.repo_id or entry.source.url,
                              "runnable": can_run(entry)})
         rows.sort(key=lambda r: (r["category"] or "~", r["id"]))
     if as_json:
@@ -101,19 +101,19 @@ def show(
     if entry:
         typer.echo(f"{entry.name} ({entry.id})")
         typer.echo(f"  {entry.description}")
-        source = entry.repo_id or entry.source.get("url")
+        source = entry.repo_id or entry.source.url
         rows = [("category", entry.category), ("architecture", entry.architecture or "-"),
                 ("aliases", ", ".join(entry.aliases) or "-"),
                 ("source", f"{entry.source_kind}: {source}" + (f"@{entry.revision}" if entry.revision else "")),
-                ("size", entry.storage["size_display"]), ("memory", f"{entry.runtime['memory_gb']} GB"),
-                ("quantization", entry.runtime.get("quantization") or "-"),
-                ("api", f"{entry.runtime['api_type']} as '{entry.runtime['api_model_id']}'"),
+                ("size", entry.storage.size_display), ("memory", f"{entry.runtime.memory_gb} GB"),
+                ("quantization", entry.runtime.quantization or "-"),
+                ("api", f"{entry.runtime.api_type} as '{entry.runtime.api_model_id}'"),
                 ("requires", ", ".join(entry.requires) or "-"), ("origin", entry.origin)]
         if entry.notes:
             rows.append(("notes", entry.notes))
         if entry.source_kind == "manual":
             rows.append(("place files in", str(entry.local_path)))
-            rows.extend(("", f) for f in entry.source["files"])
+            rows.extend(("", f) for f in entry.source.files)
     else:
         typer.echo(model)
         rows = []
@@ -199,7 +199,6 @@ def scan(
     for r in results:
         table.add_row(r.action, r.id, r.format, r.quantization or "-", str(r.path))
     print_table(table)
-
 
 
 registry_app = typer.Typer(help="Check and edit the model catalog (your overlay file).", no_args_is_help=True)

@@ -23,6 +23,7 @@ from ominix.engine.load import (
     read_quantization,
     read_weights,
 )
+from ominix.engine.worker import StepJob
 from ominix.models import get_architecture
 
 BATCH = 16  # sequences per forward pass
@@ -114,15 +115,20 @@ class Embedder:
             )
 
     def embed(self, token_lists: list[list[int]], dimensions: int | None = None) -> np.ndarray:
+        """All at once (for scripts and tests; the server steps through EmbedJob instead)."""
         out = np.zeros((len(token_lists), self.dims), dtype=np.float32)
         order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
         for start in range(0, len(order), BATCH):
             idx = order[start : start + BATCH]
             out[idx] = self._embed_batch([token_lists[i] for i in idx])
+        return self.finish(out, dimensions)
+
+    def finish(self, vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
+        """Truncate to `dimensions` (Matryoshka) and L2-normalize."""
         if dimensions is not None and dimensions < self.dims:
-            out = out[:, :dimensions]
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
+            vectors = vectors[:, :dimensions]
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
 
     def _embed_batch(self, batch: list[list[int]]) -> np.ndarray:
         lengths = mx.array([len(ids) for ids in batch])
@@ -209,21 +215,56 @@ def _load_decoder(path: Path, config: dict) -> Embedder:
                     matryoshka=True, kind="decoder", vocab_size=args.vocab_size)
 
 
-class EmbedJob:
-    """Embed every input (text or token ids) of one request; returns (vectors [N, D], tokens)."""
+def load(path) -> tuple[Embedder, object]:
+    """The embedding kind's loader (ominix/kinds.py)."""
+    embedder = load_embedder(path)
+    return embedder, embedder.tokenizer
+
+
+class EmbedJob(StepJob):
+    """Embed every input (text or token ids) of one request; the result is (vectors [N, D],
+    token count). Stepped: each step tokenizes up to TOKENIZE_STEP inputs, then each step embeds
+    one batch, so a request of thousands of inputs never holds the worker for long."""
+
+    kind = "embedding"
+    TOKENIZE_STEP = 64
 
     def __init__(self, inputs: list, dimensions: int | None = None):
         self.inputs = inputs
         self.dimensions = dimensions
+        self.token_lists: list[list[int]] = []
+        self.order: list[int] = []
+        self.done = 0
+        self.vectors = None
 
-    def __call__(self, resident, ticket):
-        embedder: Embedder = resident.model
-        embedder.check_dimensions(self.dimensions)
-        token_lists = [embedder.tokenize(x) if isinstance(x, str) else list(x) for x in self.inputs]
-        for i, ids in enumerate(token_lists):
+    def begin(self, resident, ticket) -> None:
+        self.embedder: Embedder = resident.model
+        self.embedder.check_dimensions(self.dimensions)
+
+    def step(self) -> bool:
+        if len(self.token_lists) < len(self.inputs):
+            self._tokenize_some()
+            return False
+        if self.vectors is None:
+            self.vectors = np.zeros((len(self.inputs), self.embedder.dims), dtype=np.float32)
+            self.order = sorted(range(len(self.inputs)), key=lambda i: len(self.token_lists[i]))
+        idx = self.order[self.done : self.done + BATCH]
+        self.vectors[idx] = self.embedder._embed_batch([self.token_lists[i] for i in idx])
+        self.done += len(idx)
+        return self.done == len(self.inputs)
+
+    def _tokenize_some(self) -> None:
+        start = len(self.token_lists)
+        for i in range(start, min(start + self.TOKENIZE_STEP, len(self.inputs))):
+            x = self.inputs[i]
+            ids = self.embedder.tokenize(x) if isinstance(x, str) else list(x)
             if not ids:
                 raise EmbeddingInputError(f"input {i} is empty", param="input")
-            embedder.check_tokens(ids, i)
-        ticket.check()
-        vectors = embedder.embed(token_lists, self.dimensions)
-        return vectors, sum(len(ids) for ids in token_lists)
+            self.embedder.check_tokens(ids, i)
+            self.token_lists.append(ids)
+
+    def result(self):
+        return self.embedder.finish(self.vectors, self.dimensions), sum(len(ids) for ids in self.token_lists)
+
+    def close(self) -> None:
+        self.vectors = None

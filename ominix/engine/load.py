@@ -343,7 +343,7 @@ def load_model(
 
 def load(path: str | Path, *, dtype: str | mx.Dtype | None = None):
     """(model, tokenizer) for a checkpoint directory."""
-    from ominix.engine.tokenizer import TokenizerError, load_tokenizer
+    from ominix.engine.llm.tokenizer import TokenizerError, load_tokenizer
 
     model, config = load_model(path, dtype=dtype)
     try:

@@ -3,7 +3,7 @@
 Two sides with two rules:
 - `resolve()`, `available()` and `resident()` touch no MLX; HTTP handlers call them to answer 404s
   and /v1/models without waiting for the inference thread.
-- `get()` loads (builds MLX arrays) and must only run on the inference thread (engine/scheduler.py).
+- `get()` loads (builds MLX arrays) and must only run off the event loop (the worker, or the loader thread).
 
 Names resolve in this order: models registered at start (`--model`), catalog ids and aliases that are
 installed (registry + hub/store), then a local checkpoint directory. With an allow-list (`--models`)
@@ -19,7 +19,6 @@ Each model has a keep_alive (Ollama's semantics: seconds, 0 = unload when idle, 
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import re
@@ -29,6 +28,8 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ominix import kinds
 
 log = logging.getLogger("ominix.pool")
 
@@ -53,15 +54,16 @@ class ModelRef:
 
     @property
     def kind(self) -> str:
-        return model_kind(self.path, self.entry)
+        return kinds.detect(self.path, self.entry).name
 
 
 @dataclass
 class Resident:
-    """A loaded model: `model` is the MLX module for chat, an engine.embed.Embedder for embeddings."""
+    """A loaded model: what its kind's loader built (the MLX module for chat, an
+    engine.embed.Embedder for embeddings, ...)."""
 
     ref: ModelRef
-    kind: str  # "chat" or "embedding"
+    kind: str  # a name in ominix.kinds.KINDS
     model: object
     tokenizer: object
     nbytes: int
@@ -84,30 +86,6 @@ class Resident:
             if isinstance(value, int) and value > 0:
                 return value
         return None
-
-
-EMBEDDING_ARCHITECTURES = ("BertModel", "Qwen3Model")
-
-
-def model_kind(path: Path, entry=None) -> str:
-    """'embedding' for sentence-embedding checkpoints, the catalog category for speech and image
-    models, else 'chat'. Reads only small JSON files."""
-    category = getattr(entry, "category", None)
-    if category == "embedding":
-        return "embedding"
-    if category in ("asr", "tts", "image_gen"):
-        return category  # served by their own routes, never by chat or embeddings
-    if (path / "modules.json").is_file():  # sentence-transformers layout
-        return "embedding"
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "chat"
-    archs = config.get("architectures") or []
-    if config.get("model_type") == "bert" or any(a in EMBEDDING_ARCHITECTURES for a in archs):
-        return "embedding"
-    return "chat"
-
 
 
 class ModelPool:
@@ -153,39 +131,37 @@ class ModelPool:
             raise ModelNotFoundError(
                 f"The model '{name}' does not exist or is not served here. Available models: {', '.join(ids)}", ids
             )
-        if self.use_catalog:
-            ref = self._resolve_catalog(name)
-            if ref is not None:
-                return ref
-        path = Path(name).expanduser()
-        if path.is_dir() and (path / "config.json").is_file():
-            return ModelRef(name, path.resolve())
+        ref = self._locate(name) if self.use_catalog else self._folder(name)
+        if ref is not None:
+            return ref
         ids = [r.id for r in self.available()]
         shown = ", ".join(ids) if ids else "none installed (run `ominix pull <id>`)"
         raise ModelNotFoundError(f"The model '{name}' does not exist. Available models: {shown}", ids)
 
-    def _resolve_catalog(self, name: str) -> ModelRef | None:
-        """Catalog ids and aliases, `owner/repo` in the HF cache, store folders (hub/store rules)."""
+    def _locate(self, name: str) -> ModelRef | None:
+        """The one resolver (hub/store.locate): catalog ids and aliases, installed ids, `owner/repo`
+        in the HF cache, paths."""
         from ominix import registry
         from ominix.hub import store
 
         try:
-            catalog = registry.load_catalog()
-            path = store.model_dir(name, catalog)
+            found = store.locate(name)
         except (registry.RegistryError, store.StoreError):
-            return None  # unknown to the catalog and the store; maybe a plain directory
-        entry = catalog.find(name)
-        if path is None:
-            if entry is None:
+            return None  # unknown to the catalog and the store
+        if found.path is None:
+            if found.entry is None:
                 return None
             ids = [r.id for r in self.available()]
             raise ModelNotFoundError(
-                f"The model '{name}' is in the catalog but not installed: run `ominix pull {entry.id}`",
-                ids,
-            )
-        if not (Path(path) / "config.json").is_file() and entry is None:
+                f"The model '{name}' is in the catalog but not installed: run `ominix pull {found.entry.id}`", ids)
+        if found.entry is None and not is_model_folder(Path(found.path)):
             return None
-        return ModelRef(entry.id if entry else name, Path(path), entry)
+        return ModelRef(found.id if found.entry else name, Path(found.path).resolve(), found.entry)
+
+    @staticmethod
+    def _folder(name: str) -> ModelRef | None:
+        path = Path(name).expanduser()
+        return ModelRef(name, path.resolve()) if is_model_folder(path) else None
 
     def available(self) -> list[ModelRef]:
         """Registered models, then installed catalog models (no duplicates)."""
@@ -266,25 +242,18 @@ class ModelPool:
     def _load(self, ref: ModelRef) -> Resident:
         import mlx.core as mx
 
-        kind = ref.kind
+        kind = kinds.detect(ref.path, ref.entry)
         start = time.perf_counter()
         try:
+            loader = kinds.load_function(kind)
             # A stream of its own: evaluating the weights here does not queue behind (or hold up)
             # the decode steps of the inference thread.
             with mx.stream(_loader_stream()):
-                if kind == "embedding":
-                    from ominix.engine.embed import load_embedder
-
-                    embedder = load_embedder(ref.path)
-                    model, tokenizer = embedder, embedder.tokenizer
-                else:
-                    from ominix.engine.load import load
-
-                    model, tokenizer = load(ref.path)
+                model, tokenizer = loader(ref.path)
                 mx.synchronize()
         except Exception as e:  # LoadError, TokenizerError, bad config, missing shards, ...
             raise ModelLoadError(f"model '{ref.id}' could not be loaded from {ref.path}: {e}") from e
-        resident = Resident(ref, kind, model, tokenizer, _nbytes(model))
+        resident = Resident(ref, kind.name, model, tokenizer, _nbytes(model))
         resident.load_seconds = time.perf_counter() - start
         return resident
 
@@ -351,6 +320,11 @@ class ModelPool:
 
 
 _LOADER_STREAM = None
+
+
+def is_model_folder(path: Path) -> bool:
+    """A directory some kind can recognise (config.json, a diffusers or FunASR layout)."""
+    return path.is_dir() and any((path / f).is_file() for f in ("config.json", "model_index.json", "config.yaml"))
 
 
 def _loader_stream():

@@ -166,7 +166,7 @@ def _from_entry(entry, revision: str | None) -> Source:
 
 
 def _source_of_entry(entry, revision: str | None) -> Source:
-    src = dict(entry.source)
+    src = entry.source.to_dict()
     kind = src.get("kind")
     if kind in ("hugging_face", "model_scope"):
         default_rev = "main" if kind == "hugging_face" else "master"
@@ -179,7 +179,7 @@ def _source_of_entry(entry, revision: str | None) -> Source:
                       filename=filename, from_catalog=True)
     if kind == "manual":
         return Source("manual", entry.id, url=src.get("url"), manual_files=list(src.get("files") or []),
-                      local_path=(entry.storage or {}).get("local_path"), from_catalog=True)
+                      local_path=entry.storage.local_path, from_catalog=True)
     raise DownloadError(f"Catalog entry '{entry.id}' has an unknown source kind {kind!r}.")
 
 

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ominix import config
+from ominix import config, kinds
 from ominix.registry import (
     Catalog,
     ModelEntry,
@@ -192,7 +192,7 @@ def _read_manifest(folder: Path) -> dict | None:
 
 def _manual_present(entry: ModelEntry) -> bool:
     folder = entry.local_path
-    return folder.is_dir() and any((folder / f).exists() for f in entry.source.get("files", []))
+    return folder.is_dir() and any((folder / f).exists() for f in entry.source.files)
 
 
 def list_installed(catalog: Catalog | None = None) -> list[InstalledModel]:
@@ -232,10 +232,10 @@ def list_installed(catalog: Catalog | None = None) -> list[InstalledModel]:
         if folder.resolve() in listed:
             continue
         fmt, quant = detect_format_and_quantization(folder, name=entry.name)
-        files = [folder / f for f in entry.source["files"]]
+        files = [folder / f for f in entry.source.files]
         found.append(InstalledModel(
             id=entry.id, path=folder, size_bytes=_unique_size(files),
-            quantization=entry.runtime.get("quantization") or quant, format=fmt, entry=entry,
+            quantization=entry.runtime.quantization or quant, format=fmt, entry=entry,
             revision=None, verified=_remembered(state, folder), kind="manual"))
     return sorted(found, key=lambda m: m.id.lower())
 
@@ -259,7 +259,10 @@ def incomplete_downloads() -> list[Path]:
 
 
 @dataclass
-class _Located:
+class Located:
+    """Where a requested name points: the one resolver of names (catalog id, alias, installed
+    id, path, owner/repo[@rev]) behind the CLI, the server, bench and pull."""
+
     id: str
     kind: str  # hugging_face | store | manual | folder
     path: Path | None  # None when known but not installed
@@ -272,38 +275,41 @@ def _is_path_like(name: str) -> bool:
         not _REPO_RE.match(name.split("@", 1)[0])
 
 
-def _locate(name: str, catalog: Catalog) -> _Located:
+def locate(name: str, catalog: Catalog | None = None) -> Located:
+    """Resolve a model name; `path` is None when it is known but not installed. Raises
+    UnknownModelError (with close matches) for a name that is nothing we know."""
+    catalog = catalog or load_catalog()
     name = name.strip()
     if not name:
         raise StoreError("no model name given")
     if _is_path_like(name):
         folder = Path(name).expanduser()
-        return _Located(str(folder), "folder", folder.resolve() if folder.is_dir() else None)
+        return Located(str(folder), "folder", folder.resolve() if folder.is_dir() else None)
     entry = catalog.find(name)
     if entry is not None:
         kind = entry.source_kind
         if kind == "hugging_face":
-            return _Located(entry.id, kind, _entry_snapshot(entry), entry, entry.repo_id)
+            return Located(entry.id, kind, _entry_snapshot(entry), entry, entry.repo_id)
         if kind == "manual":
             present = _manual_present(entry)
-            return _Located(entry.id, kind, entry.local_path if present else None, entry)
+            return Located(entry.id, kind, entry.local_path if present else None, entry)
         folder = config.models_dir() / entry.id
-        return _Located(entry.id, "store", folder if (folder / MANIFEST).is_file() else None, entry)
+        return Located(entry.id, "store", folder if (folder / MANIFEST).is_file() else None, entry)
     repo, _, revision = name.partition("@")
     if _REPO_RE.match(repo):
         local = Path(name)
         if not revision and local.is_dir():  # a relative folder named like a repo wins, as in transformers
-            return _Located(name, "folder", local.resolve())
+            return Located(name, "folder", local.resolve())
         entry = catalog.by_repo_id(repo)
         snap = _hf_snapshot(_hf_repo_dir(repo), revision or (entry.revision if entry else None))
         if snap is None and not revision:
             snap = _hf_snapshot(_hf_repo_dir(repo), None)
-        return _Located(repo, "hugging_face", snap, entry, repo)
+        return Located(repo, "hugging_face", snap, entry, repo)
     folder = config.models_dir() / name
     if "/" not in name and (folder / MANIFEST).is_file():  # an ad-hoc pull's id, e.g. owner--repo
-        return _Located(name, "store", folder)
+        return Located(name, "store", folder)
     if Path(name).is_dir():
-        return _Located(name, "folder", Path(name).resolve())
+        return Located(name, "folder", Path(name).resolve())
     catalog.get(name)  # raises UnknownModelError with close matches
     raise AssertionError("unreachable")
 
@@ -313,7 +319,7 @@ def model_dir(name: str, catalog: Catalog | None = None) -> Path | None:
 
     Raises UnknownModelError for a name that is none of those.
     """
-    return _locate(name, catalog or load_catalog()).path
+    return locate(name, catalog or load_catalog()).path
 
 
 # --- format and quantization ------------------------------------------------------------------
@@ -487,7 +493,7 @@ def _verify_files_present(folder: Path, files: list[str], report: VerifyReport) 
 
 def verify(name: str, catalog: Catalog | None = None) -> VerifyReport:
     """Check an installed model's files: present, right size, right hash where a hash is known."""
-    loc = _locate(name, catalog or load_catalog())
+    loc = locate(name, catalog or load_catalog())
     if loc.path is None:
         raise StoreError(f"'{name}' is not installed" + (f" (pull it with `ominix pull {loc.id}`)"
                                                          if loc.kind != "folder" else ""))
@@ -497,7 +503,7 @@ def verify(name: str, catalog: Catalog | None = None) -> VerifyReport:
     elif loc.kind == "store":
         _verify_manifest(loc.path, report)
     elif loc.kind == "manual":
-        _verify_files_present(loc.path, loc.entry.source["files"], report)
+        _verify_files_present(loc.path, loc.entry.source.files, report)
     else:
         files = [p.relative_to(loc.path).as_posix() for p in _files_under(loc.path)]
         _verify_files_present(loc.path, files, report)
@@ -679,18 +685,9 @@ def _candidates(root: Path) -> list[tuple[Path, str | None]]:
 
 
 def _category_and_architecture(folder: Path) -> tuple[str, str | None]:
-    if (folder / "model_index.json").is_file():
-        return "image_gen", None
-    cfg = _read_config(folder)
-    model_type = str(cfg.get("model_type") or "").lower().replace("-", "_")
+    model_type = str(_read_config(folder).get("model_type") or "").lower().replace("-", "_")
     arch = model_type if re.match(r"^[a-z][a-z0-9_]*$", model_type) else None
-    if model_type in ("whisper", "paraformer", "qwen3_asr", "funasr"):
-        return "asr", arch
-    if model_type in ("bert", "xlm_roberta", "nomic_bert", "modernbert"):
-        return "embedding", arch
-    if isinstance(cfg.get("vision_config"), dict):
-        return "vlm", arch
-    return "llm", arch
+    return kinds.detect(folder).category, arch
 
 
 def _slug(text: str) -> str:

@@ -14,7 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ominix.engine.load import LoadError, check_weights, read_config, read_weights
-from ominix.engine.tokenizer import load_tokenizer
+from ominix.engine.llm.tokenizer import load_tokenizer
 from ominix.models import qwen3
 
 

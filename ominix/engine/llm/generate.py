@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 import mlx.core as mx
 
-from ominix.engine.cache import make_cache
-from ominix.engine.sample import SampleOutput, Sampler, SamplingParams
-from ominix.engine.tokenizer import StopMatcher, Tokenizer
+from ominix.engine.llm.cache import make_cache
+from ominix.engine.llm.sample import SampleOutput, Sampler, SamplingParams
+from ominix.engine.llm.decode import Decoder
+from ominix.engine.llm.tokenizer import Tokenizer
 
 
 @dataclass
@@ -146,13 +147,9 @@ def stream_generate(
     logits_processors=None,
 ) -> Iterator[GenerationResponse]:
     """Stream responses with text deltas; the last one has a finish_reason."""
-    if max_tokens < 1:
-        raise ValueError("max_tokens must be >= 1")
     prompt_ids = encode_prompt(tokenizer, prompt)
+    decoder = Decoder(tokenizer, max_tokens, stop)
     sampler = Sampler(params, prompt_ids=prompt_ids, logits_processors=logits_processors)
-    detokenizer = tokenizer.detokenizer()
-    stopper = StopMatcher(stop)
-    eos = tokenizer.eos_token_ids
 
     mx.reset_peak_memory()
     start = time.perf_counter()
@@ -161,46 +158,29 @@ def stream_generate(
     steps = generate_step(
         model, prompt_ids, sampler, cache=cache, prefill_step_size=prefill_step_size, max_tokens=max_tokens
     )
-
-    def response(text, token, info, n, finish):
-        elapsed = time.perf_counter() - decode_start
-        return GenerationResponse(
-            text=text,
-            token=token,
-            logprob=info.logprob if info else None,
-            top_logprobs=info.top if info and params.top_logprobs else None,
-            finish_reason=finish,
-            prompt_tokens=len(prompt_ids),
-            generation_tokens=n,
-            prompt_tps=prompt_tps,
-            generation_tps=(n - 1) / elapsed if n > 1 and elapsed > 0 else 0.0,
-            ttft=ttft,
-            peak_memory=mx.get_peak_memory() / 1e9,
-        )
-
-    def flush() -> tuple[str, bool]:
-        # The end: release text held back by the detokenizer and the stop matcher.
-        tail, stopped = stopper.feed(detokenizer.finalize())
-        return (tail if stopped else tail + stopper.flush()), stopped
-
     try:
         for n, (token, info) in enumerate(steps, start=1):
             if n == 1:
                 ttft = time.perf_counter() - start
                 prompt_tps = len(prompt_ids) / ttft
                 decode_start = time.perf_counter()
-            if token in eos:
-                yield response(flush()[0], token, info, n, "stop")
+            text = decoder.add(token)
+            elapsed = time.perf_counter() - decode_start
+            yield GenerationResponse(
+                text=text,
+                token=token,
+                logprob=info.logprob if info else None,
+                top_logprobs=info.top if info and params.top_logprobs else None,
+                finish_reason=decoder.finish,
+                prompt_tokens=len(prompt_ids),
+                generation_tokens=n,
+                prompt_tps=prompt_tps,
+                generation_tps=(n - 1) / elapsed if n > 1 and elapsed > 0 else 0.0,
+                ttft=ttft,
+                peak_memory=mx.get_peak_memory() / 1e9,
+            )
+            if decoder.finish is not None:
                 return
-            text, stopped = stopper.feed(detokenizer.add_token(token))
-            if stopped:
-                yield response(text, token, info, n, "stop")
-                return
-            if n == max_tokens:
-                tail, stopped = flush()
-                yield response(text + tail, token, info, n, "stop" if stopped else "length")
-                return
-            yield response(text, token, info, n, None)
     finally:
         steps.close()
 

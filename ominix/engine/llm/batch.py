@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from ominix.engine.cache import KVCache, make_cache
+from ominix.engine.llm.cache import KVCache, make_cache
 
 STEP = 256  # columns are allocated in steps so decoding writes in place
 

@@ -59,6 +59,24 @@ class SamplingParams:
         return self.temperature == 0
 
 
+_DEFAULTED = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+
+
+def sampling_params(generation_config: dict | None, requested: dict) -> SamplingParams:
+    """The one rule for sampling defaults, used by `ominix run`, the server and bench alike: what
+    the request sets wins; unset fields take the checkpoint's generation_config.json (what its
+    authors tuned: temperature, top_p, top_k, min_p, repetition_penalty; `do_sample: false` means
+    greedy); anything still unset keeps SamplingParams' defaults (OpenAI's: temperature 1)."""
+    config = generation_config or {}
+    if config.get("do_sample") is False:
+        defaults = {"temperature": 0.0}
+    else:
+        defaults = {k: config[k] for k in _DEFAULTED
+                    if isinstance(config.get(k), (int, float)) and not isinstance(config.get(k), bool)}
+    chosen = {k: v for k, v in requested.items() if v is not None}
+    return SamplingParams(**{**defaults, **chosen})
+
+
 @dataclass
 class SampleOutput:
     """Lazy arrays for one step; `token` is an int32 scalar."""
