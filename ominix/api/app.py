@@ -81,6 +81,7 @@ def create_app(
     prompt_cache_bytes: memory for reusable prompt prefixes (0 disables the prompt cache)."""
     from contextlib import asynccontextmanager
 
+    from ominix.api import images as images_routes
     from ominix.api import metrics as metrics_routes
     from ominix.api import openai as openai_routes
 
@@ -147,6 +148,7 @@ def create_app(
         return error_response(500, f"Internal error: {type(exc).__name__}", type="server_error")
 
     app.include_router(openai_routes.router)
+    app.include_router(images_routes.router)
     app.include_router(metrics_routes.router)
     return app
 

@@ -30,8 +30,8 @@ class ImageRequestError(ValueError):
 class ImageRequest:
     prompt: str
     n: int = 1
-    width: int = 1024
-    height: int = 1024
+    width: int | None = None  # None: the first reference image's size, else 1024
+    height: int | None = None
     steps: int | None = None
     seed: int | None = None
     guidance: float | None = None
@@ -64,6 +64,8 @@ class ImageResult:
     width: int
     height: int
     guidance: float
+    prompt_tokens: int = 0
+    image_tokens: int = 0  # latent tokens generated, all images
 
 
 def validate(pipe: ImagePipeline, request: ImageRequest) -> None:
@@ -77,12 +79,12 @@ def validate(pipe: ImagePipeline, request: ImageRequest) -> None:
         raise ImageRequestError("partial_images must be between 0 and 3")
     if request.seed is not None and not 0 <= request.seed < 2**63:
         raise ImageRequestError("seed must be a non-negative 64-bit integer")
+    if request.references and pipe.family != "flux2":
+        raise ImageRequestError(f"{pipe.family} models take no reference images (edits)")
     try:
         pipe.check_size(request.width, request.height)
     except SizeError as e:
         raise ImageRequestError(str(e)) from None
-    if request.references and pipe.family != "flux2":
-        raise ImageRequestError(f"{pipe.family} models take no reference images (edits)")
 
 
 def preview_steps(steps: int, partials: int) -> set[int]:
@@ -94,6 +96,8 @@ def preview_steps(steps: int, partials: int) -> set[int]:
 
 
 class ImageJob(StepJob):
+    kind = "image"
+
     def __init__(self, request: ImageRequest):
         self.request = request
         self.pipe: ImagePipeline | None = None
@@ -101,22 +105,31 @@ class ImageJob(StepJob):
         self.state = None
         self.stage = "encode"
         self.images: list | None = None
+        self.references: list = []
         self.partials_sent = 0
 
     def begin(self, resident, ticket) -> None:
         pipe = getattr(resident, "model", resident)
-        validate(pipe, self.request)
         self.pipe, self.ticket = pipe, ticket
         r = self.request
+        self.references = [self._reference(img) for img in r.references]
+        if r.width is None or r.height is None:
+            if self.references:
+                r.height, r.width = self.references[0].shape[:2]
+            else:
+                r.width, r.height = r.width or 1024, r.height or 1024
+        validate(pipe, r)
         self.seed = r.seed if r.seed is not None else secrets.randbelow(2**31)
         self.steps = r.steps or pipe.default_steps
         self.guidance = pipe.default_guidance if r.guidance is None else r.guidance
         self.previews = preview_steps(self.steps, r.partial_images)
-        self.references = [self._reference(img) for img in r.references]
+        self.prompt_tokens = 0
 
     def _reference(self, pixels: np.ndarray) -> mx.array:
         from ominix.engine.image.references import prepare_reference
 
+        if self.pipe.family != "flux2":
+            raise ImageRequestError(f"{self.pipe.family} models take no reference images (edits)")
         try:
             image = prepare_reference(pixels, self.pipe.multiple)
         except ValueError as e:
@@ -150,6 +163,7 @@ class ImageJob(StepJob):
     def _encode(self) -> None:
         pipe, r = self.pipe, self.request
         te = pipe.text_encoder_for_request()
+        self.prompt_tokens = len(te.tokenizer.encode(r.prompt))
         try:
             prompt = pipe.encode(te, [r.prompt])
             negative = None
@@ -169,7 +183,9 @@ class ImageJob(StepJob):
 
     def result(self) -> ImageResult:
         r = self.request
-        return ImageResult(self.images or [], self.seed, self.steps, r.width, r.height, self.guidance)
+        tokens = r.n * int(np.prod(self.pipe.latent_shape(r.width, r.height)[:2]))
+        return ImageResult(self.images or [], self.seed, self.steps, r.width, r.height,
+                           self.guidance, self.prompt_tokens, tokens)  # fmt: skip
 
     def close(self) -> None:
         self.state = None

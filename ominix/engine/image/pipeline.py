@@ -199,11 +199,31 @@ class ImagePipeline:
         x = mx.clip(image.astype(mx.float32) / 2 + 0.5, 0, 1)
         return mx.round(x * 255).astype(mx.uint8)
 
+    def parameters(self) -> dict:
+        """The resident arrays (the pool counts their bytes against its memory budget)."""
+        params = {"transformer": self.transformer.parameters(), "vae": self.vae.parameters()}
+        if self.text_encoder is not None:
+            params["text_encoder"] = self.text_encoder.body.parameters()
+        return params
+
     def describe(self) -> dict:
         params = sum(v.nbytes for _, v in tree_flatten(self.transformer.parameters()))
         return {"family": self.family, "dtype": dtype_name(self.dtype),
                 "quantize": self.options.quantize, "transformer_bytes": params,
                 "release_text_encoder": self.release_text_encoder}  # fmt: skip
+
+
+def options_from_env() -> Options:
+    """The server's load-time choices (`ominix serve --quantize` sets OMINIX_IMAGE_QUANTIZE)."""
+    bits = os.environ.get("OMINIX_IMAGE_QUANTIZE") or None
+    if bits is not None and bits not in ("4", "8"):
+        raise LoadError(f"OMINIX_IMAGE_QUANTIZE must be 4 or 8, got {bits!r}")
+    return Options(quantize=int(bits) if bits else None)
+
+
+def load(path):
+    """The image kind's loader (ominix/kinds.py): (pipeline, None)."""
+    return load_image_pipeline(path, options_from_env()), None
 
 
 def load_image_pipeline(path, options: Options | None = None) -> ImagePipeline:
