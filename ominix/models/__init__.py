@@ -24,6 +24,9 @@ ARCHITECTURES: dict[str, str] = {
     "qwen3_moe": "ominix.models.qwen3_moe",
     "mixtral": "ominix.models.mixtral",
     "glm4_moe": "ominix.models.glm4_moe",
+    # image transformers (diffusers layout: recognised by model_index.json, see ominix/kinds.py)
+    "flux2": "ominix.models.flux2",
+    "zimage": "ominix.models.zimage",
 }
 
 
