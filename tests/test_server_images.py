@@ -154,3 +154,25 @@ def test_chat_keeps_streaming_while_an_image_renders(client):
     assert len(times) >= 2
     # A token waits at most about one denoising step (plus scheduling noise), never the image.
     assert gaps.max() < max(1.0, 4 * per_step), (gaps.max(), per_step)
+
+
+def test_client_gone_cancels_the_job(server):
+    """Closing a streamed request stops the job at its next step; the worker is free again."""
+    import httpx
+
+    worker = server.app.state.worker
+    body = {"model": "zimage", "prompt": "a field", "size": "64x64", "stream": True,
+            "partial_images": 1, "steps": 100}  # fmt: skip
+    start = time.perf_counter()
+    with httpx.Client(timeout=60) as http:
+        with http.stream("POST", server.url + "/v1/images/generations", json=body) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("event: image_generation.partial_image"):
+                    break  # one preview arrived (halfway): hang up
+    halfway = time.perf_counter()
+    while worker.running_jobs and time.perf_counter() < halfway + 60:
+        time.sleep(0.02)
+    assert worker.running_jobs == 0
+    # The other 50 steps would take about as long as the first 50: it stopped well before.
+    assert time.perf_counter() - halfway < 0.5 * (halfway - start)

@@ -29,9 +29,17 @@ def serve(
     max_queue: int = typer.Option(256, help="Requests that may wait beyond the batch before 429."),
     request_timeout: float = typer.Option(None, help="Seconds before a request is stopped (504); none by default."),
     prompt_cache: str = typer.Option("1GB", help="Memory for reusable prompt prefixes ('0' disables)."),
+    image_quantize: int = typer.Option(None, "--image-quantize", help="Quantize image models to 4 or 8 bits at load."),
 ):
     """Start the OpenAI-compatible HTTP server."""
+    import os
+
     import uvicorn
+
+    if image_quantize is not None:
+        if image_quantize not in (4, 8):
+            raise typer.BadParameter("4 or 8", param_hint="--image-quantize")
+        os.environ["OMINIX_IMAGE_QUANTIZE"] = str(image_quantize)  # read by the image loader
 
     from ominix import _blas
     from ominix.api.app import create_app

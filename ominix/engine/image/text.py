@@ -23,6 +23,7 @@ class TextEncoder:
         self.body = body
         self.tokenizer = tokenizer
         self.config = config
+        self.dtype = None  # activation dtype (None: the weights'), set by the pipeline
         pad = tokenizer.special_tokens.get("pad_token") or "<|endoftext|>"
         self.pad_id = tokenizer.token_to_id(pad)
         if self.pad_id is None:
@@ -55,6 +56,8 @@ class TextEncoder:
         causal = mx.arange(length)[:, None] >= mx.arange(length)[None]
         mask = (causal[None] & valid[:, None, :])[:, None]  # (B, 1, L, L)
         h = self.body.embed_tokens(ids)
+        if self.dtype is not None:
+            h = h.astype(self.dtype)
         states = {0: h}
         for i, layer in enumerate(self.body.layers[: max(wanted)]):
             h = layer(h, mask)
