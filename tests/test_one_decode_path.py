@@ -54,7 +54,7 @@ def test_run_and_server_give_the_same_seeded_tokens(checkpoints, name):
 
 LAYERS = {
     "engine imports no api, cli or web stack": (
-        ["ominix.engine.worker", "ominix.engine.pool", "ominix.engine.embed", "ominix.engine.load",
+        ["ominix.engine.worker", "ominix.engine.job", "ominix.engine.pool", "ominix.engine.embed", "ominix.engine.load",
          "ominix.engine.convert", "ominix.engine.llm.lane", "ominix.engine.llm.jobs", "ominix.engine.llm.chat",
          "ominix.engine.llm.constrained", "ominix.bench"],
         ["ominix.api", "ominix.cli", "fastapi", "starlette", "uvicorn"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import select
 import subprocess
 import sys
@@ -143,3 +144,17 @@ def test_interactive_chat_keeps_history_and_commands(checkpoint, reference):
     after_clear = out[out.index("Cleared session context.") :]
     assert f"Hello\n{first}\n" in after_clear
     assert "/system TEXT" in after_clear  # the help text
+
+
+def test_later_turns_reuse_the_conversation_cache(checkpoint, reference):
+    """The second turn prefills only what is new, and answers exactly as a fresh prefill would."""
+    lines = ["Hello", "And then?", "/bye"]
+    code, out = _chat_on_tty(["run", str(checkpoint), "--temp", "0", "--max-tokens", str(MAX), "--verbose"], lines)
+    assert code == 0, out
+    first = reference([{"role": "user", "content": "Hello"}])
+    second = reference([{"role": "user", "content": "Hello"}, {"role": "assistant", "content": first},
+                        {"role": "user", "content": "And then?"}])
+    assert f"Hello\n{first}\n" in out and f"And then?\n{second}\n" in out
+    counts = re.findall(r"prompt eval count:\s+(\d+) token\(s\), (\d+) cached", out)
+    assert len(counts) == 2 and counts[0][1] == "0"
+    assert int(counts[1][1]) > 0  # the first turn's prompt came from the cache

@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 
+import httpx
 import mlx.core as mx
 import openai
 import pytest
@@ -105,6 +106,9 @@ def test_chat_streams_between_the_steps_of_a_long_job(server, client):
     steps_after_cancel = [t for t in job.step_times if t > cancelled_at]
     assert len(steps_after_cancel) <= 1  # stopped before its next step
     assert server.app.state.worker.running_jobs == 0
+    health = httpx.get(server.url + "/health").json()
+    assert health["running_jobs"] == 0
+    assert "ominix_job_steps" in httpx.get(server.url + "/metrics").text
     stream_chat(server, client, max_tokens=4)  # and the thread is free
 
 
@@ -144,3 +148,36 @@ def test_each_kind_refuses_the_other_kinds_work(client):
         client.embeddings.create(model="tiny", input="x")
     message = e.value.body["message"] if isinstance(e.value.body, dict) else str(e.value)
     assert "chat model" in message and "POST /v1/chat/completions" in message
+
+
+def test_one_models_long_prefill_does_not_starve_another(tmp_path):
+    """Every model with work gets a turn: B answers while A's long prompt is still prefilling
+    (the old loop prefilled the first model's prompt to the end before any other's)."""
+    from ominix.engine.llm.jobs import ChoiceDone, GenerateJob, TokenEvent
+    from ominix.engine.worker import Worker
+
+    pool = ModelPool(use_catalog=False)
+    pool.register(str(random_qwen3(tmp_path / "a", max_position_embeddings=4096)), "a")
+    pool.register(str(random_qwen3(tmp_path / "b", seed=1)), "b")
+    worker = Worker(pool, prompt_cache_bytes=0, prefill_step_size=16)  # A's prompt: ~120 chunks
+    worker.start()
+    try:
+        for name in ("a", "b"):  # both resident first, so both are admitted in the same turn
+            pool.start_load(pool.resolve(name)).result()
+        order, finished = [], threading.Event()
+
+        def sink(model):
+            def put(event):
+                order.append((model, type(event).__name__))
+                if isinstance(event, (Done, Failed)) and model == "a":
+                    finished.set()
+            return put
+
+        greedy = {"temperature": 0.0}
+        worker.submit("a", GenerateJob(prompts=[list(range(3, 600)) * 3], sampling=greedy, max_tokens=2), sink("a"))
+        worker.submit("b", GenerateJob(prompts=[[5, 6, 7]], sampling=greedy, max_tokens=6), sink("b"))
+        assert finished.wait(60)
+        first_a = order.index(("a", TokenEvent.__name__))
+        assert ("b", ChoiceDone.__name__) in order[:first_a], order
+    finally:
+        worker.stop()

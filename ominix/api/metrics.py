@@ -54,6 +54,8 @@ class _EngineCollector:
         yield GaugeMetricFamily("ominix_queue_depth", "Requests waiting to start", value=worker.queue_depth)
         yield GaugeMetricFamily("ominix_running_sequences", "Sequences prefilling or decoding",
                                 value=worker.running_sequences)
+        yield GaugeMetricFamily("ominix_running_jobs", "Stepped jobs running (embeddings, speech, images)",
+                                value=worker.running_jobs)
         batch = GaugeMetricFamily("ominix_batch_size", "Sequences in the running decode batch", labels=["model"])
         for model, size in worker.batch_sizes.items():
             batch.add_metric([model], size)
@@ -64,6 +66,7 @@ class _EngineCollector:
             ("ominix_cached_prompt_tokens", "cached_tokens", "Prompt tokens served from the prompt cache"),
             ("ominix_generated_tokens", "generated_tokens", "Tokens generated"),
             ("ominix_decode_steps", "decode_steps", "Batched decode steps"),
+            ("ominix_job_steps", "job_steps", "Steps of stepped jobs (embedding batches, audio windows, ...)"),
             ("ominix_request_timeouts", "timeouts", "Requests stopped by the request timeout"),
             ("ominix_rejected_requests", "rejected", "Requests refused because the queue was full"),
         ):

@@ -201,6 +201,7 @@ async def health(request: Request):
     worker = request.app.state.worker
     return {"status": "ok", "loaded": sorted(pool.resident()), "loading": pool.loading(),
             "queue_depth": worker.queue_depth, "running_sequences": worker.running_sequences,
+            "running_jobs": worker.running_jobs,
             "active_memory_bytes": mx.get_active_memory(),
             "prompt_cache_bytes": worker.prompt_cache.nbytes}
 

@@ -72,6 +72,9 @@ class _ChatSession:
         self.system, self.think, self.verbose = system, think, verbose
         self.history: list[dict] = []
         self.max_tokens = 2048
+        from ominix.engine.llm.generate import ConversationCache
+
+        self.conversation = ConversationCache(model)  # earlier turns are not prefilled again
 
     def sampling_params(self, temp, top_p, seed):
         from ominix.engine.llm.sample import sampling_params
@@ -89,20 +92,27 @@ class _ChatSession:
         """Answer one user turn, streaming to stdout; keep it in the history. False on failure."""
         import sys
 
-        from ominix.engine.llm.generate import stream_generate
+        from ominix.engine.llm.generate import encode_prompt, stream_generate
 
         system = [{"role": "system", "content": self.system}] if self.system else []
         messages = system + self.history + [{"role": "user", "content": text}]
-        pieces, last = [], None
+        pieces, tokens, last = [], [], None
         try:
-            prompt = self.prompt(messages)
-            for last in stream_generate(self.model, self.tokenizer, prompt, self.params, max_tokens=self.max_tokens):
+            ids = encode_prompt(self.tokenizer, self.prompt(messages))
+            cache, cached = self.conversation.prepare(ids) if ids else (None, 0)
+            for last in stream_generate(self.model, self.tokenizer, ids, self.params, max_tokens=self.max_tokens,
+                                        cache=cache, cached=cached):
                 sys.stdout.write(last.text)
                 sys.stdout.flush()
                 pieces.append(last.text)
+                tokens.append(last.token)
         except ValueError as error:  # a template that rejects the conversation, a bad option
             typer.echo(f"error: {error}", err=True)
             return False
+        except BaseException:  # Ctrl-C mid-answer: the cache may hold half a step
+            self.conversation.reset()
+            raise
+        self.conversation.record(ids + tokens)
         sys.stdout.write("\n")
         sys.stdout.flush()
         self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": "".join(pieces)}]
@@ -112,7 +122,7 @@ class _ChatSession:
 
     def print_stats(self, r) -> None:
         lines = [
-            ("prompt eval count", f"{r.prompt_tokens} token(s)"),
+            ("prompt eval count", f"{r.prompt_tokens - r.cached_tokens} token(s), {r.cached_tokens} cached"),
             ("prompt eval rate", f"{r.prompt_tps:.2f} tokens/s"),
             ("eval count", f"{r.generation_tokens} token(s)"),
             ("eval rate", f"{r.generation_tps:.2f} tokens/s"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import mlx.core as mx
 
-from ominix.engine.llm.cache import make_cache
+from ominix.engine.llm.cache import KVCache, make_cache
 from ominix.engine.llm.sample import SampleOutput, Sampler, SamplingParams
 from ominix.engine.llm.decode import Decoder
 from ominix.engine.llm.tokenizer import Tokenizer
@@ -39,6 +39,7 @@ class GenerationResponse:
     generation_tps: float
     ttft: float  # seconds from the call to the first token
     peak_memory: float  # GB
+    cached_tokens: int = 0  # prompt tokens the cache already held (not prefilled again)
 
 
 @dataclass
@@ -145,9 +146,15 @@ def stream_generate(
     cache: list | None = None,
     prefill_step_size: int | None = None,
     logits_processors=None,
+    cached: int = 0,
 ) -> Iterator[GenerationResponse]:
-    """Stream responses with text deltas; the last one has a finish_reason."""
+    """Stream responses with text deltas; the last one has a finish_reason.
+
+    With `cached`, `cache` already holds the first `cached` prompt tokens (a conversation's
+    earlier turns): only the rest is prefilled; sampling still sees the whole prompt."""
     prompt_ids = encode_prompt(tokenizer, prompt)
+    if not 0 <= cached < len(prompt_ids) or (cached and cache is None):
+        raise ValueError("cached must count prompt tokens already in the cache, leaving at least one")
     decoder = Decoder(tokenizer, max_tokens, stop)
     sampler = Sampler(params, prompt_ids=prompt_ids, logits_processors=logits_processors)
 
@@ -156,13 +163,13 @@ def stream_generate(
     ttft = prompt_tps = 0.0
     decode_start = start
     steps = generate_step(
-        model, prompt_ids, sampler, cache=cache, prefill_step_size=prefill_step_size, max_tokens=max_tokens
+        model, prompt_ids[cached:], sampler, cache=cache, prefill_step_size=prefill_step_size, max_tokens=max_tokens
     )
     try:
         for n, (token, info) in enumerate(steps, start=1):
             if n == 1:
                 ttft = time.perf_counter() - start
-                prompt_tps = len(prompt_ids) / ttft
+                prompt_tps = (len(prompt_ids) - cached) / ttft
                 decode_start = time.perf_counter()
             text = decoder.add(token)
             elapsed = time.perf_counter() - decode_start
@@ -178,11 +185,48 @@ def stream_generate(
                 generation_tps=(n - 1) / elapsed if n > 1 and elapsed > 0 else 0.0,
                 ttft=ttft,
                 peak_memory=mx.get_peak_memory() / 1e9,
+                cached_tokens=cached,
             )
             if decoder.finish is not None:
                 return
     finally:
         steps.close()
+
+
+class ConversationCache:
+    """One conversation's KV cache kept across turns (`ominix run`): each turn's prompt (the
+    whole history, rendered again) reuses the longest prefix the cache holds, so only the new
+    messages are prefilled. Models whose caches cannot be cut back (sliding window, recurrent
+    state) start afresh each turn."""
+
+    def __init__(self, model):
+        self.model = model
+        self.cache: list | None = None
+        self.tokens: list[int] = []  # what the cache holds, in order
+
+    def prepare(self, prompt_ids: list[int]) -> tuple[list, int]:
+        """(cache, how many leading prompt tokens it already holds) for the next turn."""
+        keep = 0
+        if self.cache is not None and all(isinstance(c, KVCache) for c in self.cache):
+            limit = min(len(self.tokens), len(prompt_ids) - 1)
+            while keep < limit and self.tokens[keep] == prompt_ids[keep]:
+                keep += 1
+        if keep == 0:
+            self.cache, self.tokens = make_cache(self.model), []
+            return self.cache, 0
+        for c in self.cache:
+            c.trim(c.offset - keep)
+        self.tokens = self.tokens[:keep]
+        return self.cache, keep
+
+    def record(self, fed: list[int]) -> None:
+        """After a turn: `fed` is the prompt plus the generated tokens, of which the cache holds
+        as many as its offset says (the decode loop may have fed one ahead)."""
+        held = self.cache[0].offset if self.cache and isinstance(self.cache[0], KVCache) else 0
+        self.tokens = list(fed[:held])
+
+    def reset(self) -> None:
+        self.cache, self.tokens = None, []
 
 
 def generate(model, tokenizer: Tokenizer, prompt: str | list[int], params: SamplingParams, **kwargs) -> GenerationResult:
