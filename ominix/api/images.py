@@ -28,7 +28,7 @@ from ominix import kinds
 from ominix.api.app import APIError, check_auth, validation_message
 from ominix.api.openai import engine_error, events_until_done, keep_alive_of, read_request, sse, start_job
 from ominix.engine.pool import ModelNotFoundError
-from ominix.engine.worker import Done, Failed
+from ominix.engine.job import Done, Failed
 
 router = APIRouter()
 auth = [Depends(check_auth)]

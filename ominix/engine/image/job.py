@@ -16,7 +16,7 @@ import mlx.core as mx
 import numpy as np
 
 from ominix.engine.image.pipeline import ImagePipeline, SizeError
-from ominix.engine.worker import StepJob
+from ominix.engine.job import StepJob
 
 MAX_IMAGES = 8
 MAX_STEPS = 100
