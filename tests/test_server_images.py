@@ -126,7 +126,7 @@ def test_bad_edits_and_wrong_kind(client):
 
 def test_chat_keeps_streaming_while_an_image_renders(client):
     """The worker interleaves: chat tokens keep coming between denoising steps."""
-    steps = 60
+    steps = 100
     box = {}
 
     def render():
@@ -152,8 +152,10 @@ def test_chat_keeps_streaming_while_an_image_renders(client):
     gaps = np.diff(times)
     per_step = box["seconds"] / steps
     assert len(times) >= 2
-    # A token waits at most about one denoising step (plus scheduling noise), never the image.
-    assert gaps.max() < max(1.0, 4 * per_step), (gaps.max(), per_step)
+    # A token waits at most about one step of the image job (the prompt-encoding step is the
+    # longest; 2 s covers it and the noise of a shared 2-core machine), never for the image.
+    assert gaps.max() < max(2.0, 4 * per_step), (gaps.max(), per_step)
+    assert gaps.max() < box["seconds"] / 3, (gaps.max(), box["seconds"])
 
 
 def test_client_gone_cancels_the_job(server):
