@@ -317,18 +317,29 @@ def _gb(n: int | None) -> str:
     return "?" if n is None else f"{n / GIB:.1f} GB"
 
 
-def format_report(report: dict) -> str:
-    """The report as plain text for the terminal."""
+_SOURCES = {"system": "system OpenBLAS", "pip": "pip OpenBLAS (cmeel-openblas)",
+            "OMINIX_BLAS": "OMINIX_BLAS", "preloaded": "preloaded"}
+
+
+def blas_line(blas: dict) -> str:
+    """Which BLAS MLX uses: the source (system, pip, OMINIX_BLAS, preloaded) and the file."""
+    if not blas["path"]:
+        return f"MLX's bundled reference BLAS ({blas['reason']})"
+    line = f"{blas['source']}: {_SOURCES.get(blas['source'], '')} {blas['path']}".replace(":  ", ": ")
+    return line + (f" ({blas['threads']} threads)" if blas["threads"] else "")
+
+
+def format_report(report: dict, columns: int | None = None) -> str:
+    """The report as plain text; with a terminal `width`, table lines are cut to it with '…'
+    (whole when piped). Notes are wrapped at word boundaries instead, since every word counts."""
     v, b, blas, m, s = (report[k] for k in ("versions", "backend", "blas", "machine", "store"))
-    blas_line = blas["path"] or f"MLX's bundled BLAS ({blas['reason']})"
-    if blas["path"] and blas["threads"]:
-        blas_line += f" ({blas['threads']} threads)"
+    blas_line_text = blas_line(blas)
     lines = [
         f"OminiX {v['ominix']}  Python {v['python']}  MLX {v['mlx'] or 'missing'}  "
         f"mlx-lm {v['mlx-lm'] or 'not installed'}",
         f"system   {v['os']}, {m['cpu_count']} CPUs, platforms: {', '.join(m['platforms'])}",
         f"device   {b['device'] or 'unavailable'}  (Metal {'available' if b['metal_available'] else 'not available'})",
-        f"BLAS     {blas_line}",
+        f"BLAS     {blas_line_text}",
         f"RAM      {_gb(m['ram_total_bytes'])} total, {_gb(m['ram_available_bytes'])} available",
         f"store    {s['models_dir']}  (HF cache {s['hf_hub_cache']})",
         f"         {len(s['installed'])} installed, {_gb(s['size_bytes'])} used, {_gb(s['free_bytes'])} free",
@@ -348,6 +359,14 @@ def format_report(report: dict) -> str:
                 f"{x['id']:<{width}}  {x['verdict']:<11}  {x['ram']:<7}  {x['disk']:<7}  "
                 f"{x['platform']:<12}  {'yes' if x['runs_in_this_build'] else 'no':<4}  {notes}"
             )
+    if columns:
+        lines = [line if len(line) <= columns else line[: columns - 1] + "…" for line in lines]
     for note in report["advice"]:
-        lines.append(f"note: {note}")
+        if columns:
+            import textwrap
+
+            lines += textwrap.wrap(f"note: {note}", columns, subsequent_indent="      ", break_long_words=False,
+                                   break_on_hyphens=False)
+        else:
+            lines.append(f"note: {note}")
     return "\n".join(lines)

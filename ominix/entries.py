@@ -17,6 +17,8 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, 
                       ValidationError, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
+from ominix.hub.names import is_repo_id
+
 CATALOG_VERSION = "1.0.0"
 
 CATEGORY_PANEL = {
@@ -41,8 +43,6 @@ API_TYPES = tuple(dict.fromkeys(CATEGORY_API.values()))
 SOURCE_KINDS = ("hugging_face", "model_scope", "url", "manual")
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?"
-_REPO_RE = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -246,7 +246,7 @@ def _check_source(src: Source) -> None:
     if src.kind in ("hugging_face", "model_scope"):
         if src.repo_id is None:
             raise _source_error("repo_id", "is required")
-        if not _REPO_RE.match(src.repo_id) or "--" in src.repo_id or ".." in src.repo_id:
+        if not is_repo_id(src.repo_id):
             raise _source_error("repo_id", f"'{src.repo_id}' is not of the form owner/repo")
         if src.revision is not None and (not src.revision or any(c.isspace() for c in src.revision)):
             raise _source_error("revision", f"'{src.revision}' is not a branch, tag or commit")

@@ -46,6 +46,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ominix import config
+from ominix.hub.names import hf_repo_dir, is_repo_id
 from ominix.entries import (  # noqa: F401  (re-exported: the catalog's vocabulary)
     API_TYPES,
     CATALOG_VERSION,
@@ -318,7 +319,8 @@ def make_custom_entry(
     if repo_id is not None:
         repo, _, revision = repo_id.partition("@")
         source = {"kind": "hugging_face", "repo_id": repo, "revision": revision or "main"}
-        local_path = str(config.hf_hub_cache() / ("models--" + repo.replace("/", "--")))
+        # an invalid repo id is refused by the validation below, naming the field
+        local_path = str(hf_repo_dir(repo) if is_repo_id(repo) else config.hf_hub_cache() / repo)
     elif url is not None:
         source = {"kind": "url", "url": url, "sha256": sha256.lower() if sha256 else None,
                   "filename": Path(urlparse(url).path).name or None}

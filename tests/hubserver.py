@@ -48,6 +48,10 @@ class HFRepo:
     gated: bool = False
     size_override: dict[str, int] = field(default_factory=dict)  # lie about sizes in the metadata
     commit: str = ""
+    # Hostile modes: the commit id the listing reports (e.g. "../../X/dir"), and the LFS sha256 it
+    # reports per file (e.g. a path instead of a hash, since clients name blobs after it).
+    listed_sha: str | None = None
+    lfs_sha_override: dict[str, str] = field(default_factory=dict)
 
     def is_lfs(self, path: str) -> bool:
         return path.endswith(LFS_SUFFIXES) or len(self.files[path]) > 100_000
@@ -78,6 +82,7 @@ class FakeHub:
     # --- content --------------------------------------------------------------------------------
 
     def add_hf_repo(self, repo_id: str, files: dict[str, bytes], **kwargs) -> HFRepo:
+        """File names are listed as given, so "/X/pwned.json" or "../../X/a" make a hostile hub."""
         repo = HFRepo(dict(files), **kwargs)
         digest = hashlib.sha1(repo_id.encode())
         for path in sorted(files):
@@ -87,6 +92,7 @@ class FakeHub:
         return repo
 
     def add_ms_repo(self, repo_id: str, files: dict[str, bytes]) -> None:
+        """File names are served as given: "/X/pwned.json" or "../../X/a" make a hostile listing."""
         self.ms[repo_id] = dict(files)
 
     def add_file(self, name: str, data: bytes) -> str:
@@ -218,13 +224,15 @@ class _Handler(BaseHTTPRequestHandler):
             if blobs:
                 size = repo.size_override.get(path, len(data))
                 if repo.is_lfs(path):
-                    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{_sha256(data)}\n"
+                    sha = repo.lfs_sha_override.get(path, _sha256(data))
+                    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\n"
                     sibling.update(blobId=git_blob_sha1(pointer.encode()), size=size,
-                                   lfs={"sha256": _sha256(data), "size": size, "pointerSize": len(pointer)})
+                                   lfs={"sha256": sha, "size": size, "pointerSize": len(pointer)})
                 else:
                     sibling.update(blobId=git_blob_sha1(data), size=size)
             siblings.append(sibling)
-        self._json(200, {"_id": repo.commit[:24], "id": repo_id, "modelId": repo_id, "sha": repo.commit,
+        sha = repo.commit if repo.listed_sha is None else repo.listed_sha
+        self._json(200, {"_id": repo.commit[:24], "id": repo_id, "modelId": repo_id, "sha": sha,
                          "private": False, "gated": "manual" if repo.gated else False,
                          "disabled": False, "tags": [], "siblings": siblings})
 

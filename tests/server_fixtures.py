@@ -115,11 +115,13 @@ def distinct_token_path(tokenizer, text: str, avoid: set[int]) -> list[int] | No
 class ServerThread:
     """uvicorn serving `app` on 127.0.0.1 (a free port) in a background thread."""
 
-    def __init__(self, app):
+    def __init__(self, app, **serving):
         import uvicorn
 
+        from ominix.api.serving import server_config
+
         self.app = app
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        config = server_config(app, "127.0.0.1", 0, log_level="warning", **serving)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -214,3 +214,22 @@ def test_quantization_errors(float32_checkpoint, tmp_path):
     config["quantization_config"] = {"quant_method": "awq", "bits": 4}
     (path / "config.json").write_text(json.dumps(config))
     assert load_error(path).startswith("quantization method 'awq' is not supported")
+
+
+# --- config against the weight files ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layers", [1_000_000_000, 3, 1])
+def test_layer_count_disagreeing_with_the_weights_is_refused_before_building(broken, layers):
+    import resource
+    import time
+
+    edit_config(broken, num_hidden_layers=layers)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    message = load_error(broken)
+    assert message == (f"config.json says num_hidden_layers is {layers}, but the weights hold 2 layers "
+                       "(model.layers.0 to model.layers.1)")
+    assert time.monotonic() - started < 10
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing built
+

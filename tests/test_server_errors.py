@@ -210,10 +210,27 @@ def bodies(junk: bool):
                      st.tuples(st.just("/v1/embeddings"), embed))
 
 
+def hostile(body: dict) -> st.SearchStrategy:
+    """The shapes that once gave 500s: nesting past any limit, lone surrogates, model names too long
+    for a file name, keep_alive values beyond any clock. Bodies as raw JSON text (json.dumps itself
+    cannot write 1000 levels)."""
+    depth = st.integers(60, 3000)
+    deep = depth.map(lambda d: json.dumps(body)[:-1] + ', "x": ' + "[" * d + "]" * d + "}")
+    surrogate = st.sampled_from(["\\ud800", "\\udfff", "a\\udbffb"]).map(
+        lambda s: json.dumps(body).replace('"hi"', f'"{s}"').replace('"x"', f'"{s}"'))
+    long_name = st.integers(256, 4000).map(lambda n: json.dumps({**body, "model": "m" * n}))
+    keep_alive = st.sampled_from(['"inf"', '"nan"', "1e17", "Infinity", "NaN", '"-1"', "1e308"]).map(
+        lambda v: json.dumps(body)[:-1] + ', "keep_alive": ' + v + "}")
+    return st.one_of(deep, surrogate, long_name, keep_alive)
+
+
 route_and_body = st.one_of(
     bodies(junk=False),
     bodies(junk=True),
     st.tuples(st.sampled_from(["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]), json_value),
+    st.tuples(st.just("/v1/chat/completions"), hostile({"model": "tiny", "max_tokens": 1, "messages": USER})),
+    st.tuples(st.just("/v1/completions"), hostile({"model": "tiny", "max_tokens": 1, "prompt": "hi"})),
+    st.tuples(st.just("/v1/embeddings"), hostile({"model": "emb", "input": ["x"]})),
 )
 
 
@@ -224,7 +241,8 @@ def test_fuzz_no_request_gets_a_500(server):
     @given(route_and_body)
     def check(case):
         route, body = case
-        r = http.post(route, content=json.dumps(body))
+        content = body if isinstance(body, str) else json.dumps(body)
+        r = http.post(route, content=content, headers={"Content-Type": "application/json"})
         assert r.status_code < 500, (route, body, r.status_code, r.text[:500])
         if r.status_code >= 400:
             assert set(r.json()["error"]) >= {"message", "type", "param", "code"}
@@ -232,4 +250,5 @@ def test_fuzz_no_request_gets_a_500(server):
             assert r.text.rstrip().endswith("data: [DONE]"), r.text[-300:]
 
     check()
-    assert http.get("/health").status_code == 200
+    for path in ("/health", "/v1/models", "/v1/ps"):  # no request's values broke another route
+        assert http.get(path).status_code == 200, path

@@ -1,4 +1,5 @@
-"""The FastAPI application: errors as OpenAI error bodies, API-key auth, CORS, body-size limit.
+"""The FastAPI application: errors as OpenAI error bodies, API-key auth, CORS, body-size limit, and
+the guard against web pages and rebinding DNS names (api/guard.py).
 
 `create_app()` wires a ModelPool and the Worker (the one inference thread: stepped jobs, continuous batching)
 into the routes of api/openai.py and GET /metrics (api/metrics.py). The worker starts with the
@@ -11,6 +12,7 @@ import asyncio
 import hmac
 import logging
 import os
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +33,7 @@ class APIError(Exception):
 
     def __init__(self, status: int, message: str, type: str = "invalid_request_error",
                  param: str | None = None, code: str | None = None):
+        message = hide_paths(message)
         super().__init__(message)
         self.status = status
         self.message = message
@@ -40,6 +43,23 @@ class APIError(Exception):
 
     def response(self) -> JSONResponse:
         return error_response(self.status, self.message, self.type, self.param, self.code)
+
+
+_ABSOLUTE = re.compile(r"(?<![\w.~:/-])/[^\s'\"`,;()]+")
+
+
+def hide_paths(message: str) -> str:
+    """Absolute paths of this machine's files become `…/name` in messages sent to clients: the file
+    name helps, where the server keeps its models is nobody else's business."""
+
+    def short(match: re.Match) -> str:
+        path = match.group(0).rstrip(".:")
+        tail = match.group(0)[len(path):]
+        if not (os.path.exists(path) or os.path.exists(os.path.dirname(path))):
+            return match.group(0)  # not a path here (a route, a pattern): leave it
+        return "…/" + os.path.basename(path.rstrip("/")) + tail
+
+    return _ABSOLUTE.sub(short, message)
 
 
 def error_response(status: int, message: str, type: str = "invalid_request_error",
@@ -75,10 +95,20 @@ def create_app(
     max_queue: int = 256,
     request_timeout: float | None = None,
     prompt_cache_bytes: int = 1 << 30,
+    host: str = "127.0.0.1",
+    allowed_hosts: list[str] | None = None,
+    allow_load_paths: bool = False,
+    metrics_open: bool = False,
+    body_timeout: float | None = None,
 ) -> FastAPI:
     """max_batch: sequences decoded together per model; max_queue: requests waiting beyond that
     before new ones get 429; request_timeout: seconds before a request is stopped (504);
-    prompt_cache_bytes: memory for reusable prompt prefixes (0 disables the prompt cache)."""
+    prompt_cache_bytes: memory for reusable prompt prefixes (0 disables the prompt cache);
+    host: the bound address (the Host header must name it, a loopback name or `allowed_hosts`);
+    allow_load_paths: clients may load any checkpoint directory they name (else only catalog,
+    installed and registered models); metrics_open: /metrics needs no key; body_timeout: seconds of
+    silence before a request body read gives up (408; api/serving.py BODY_TIMEOUT by default)."""
+    from ominix.api.guard import Guard
     from contextlib import asynccontextmanager
 
     from ominix.api import images as images_routes
@@ -112,6 +142,10 @@ def create_app(
     app.state.api_key = api_key
     app.state.max_body_bytes = max_body_bytes
     app.state.metrics = metrics
+    app.state.allow_load_paths = allow_load_paths
+    from ominix.api.serving import BODY_TIMEOUT
+
+    app.state.body_timeout = BODY_TIMEOUT if body_timeout is None else body_timeout
     app.add_middleware(_CountRequests, metrics=metrics)
 
     if cors_origins:
@@ -122,6 +156,10 @@ def create_app(
             allow_headers=["*"],
             allow_credentials="*" not in cors_origins,
         )
+
+    # Added last, so it runs first: nothing reaches a route (or CORS) from a foreign Host or Origin.
+    app.add_middleware(Guard, host=host, allowed_hosts=allowed_hosts, cors_origins=cors_origins,
+                       api_key=api_key, metrics_open=metrics_open)
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):

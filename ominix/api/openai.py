@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -23,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ominix import kinds
 from ominix.api.app import APIError, check_auth, validation_message
+from ominix.api.prompts import message_chars
 from ominix.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, LoadRequest
 from ominix.engine.llm.chat import ChatOutputParser, Delta, build_chat_prompt, prompt_opens_reasoning
 from ominix.engine.pool import ModelLoadError, ModelNotFoundError, ModelRef, parse_keep_alive
@@ -38,23 +40,90 @@ FINGERPRINT = "ominix-0.1.0"
 # ---- plumbing -----------------------------------------------------------------------------
 
 
-async def read_request(request: Request, schema: type[BaseModel]) -> BaseModel:
-    """Read the body within the size limit, parse JSON, validate; every failure is a 400/413."""
+MAX_JSON_DEPTH = 64  # far beyond any real request (a json_schema included), far below recursion limits
+MAX_MODEL_NAME = 255  # one path component: longer cannot name a model
+
+
+def json_problem(data) -> str | None:
+    """What makes a parsed body unusable however it validates: nesting deeper than MAX_JSON_DEPTH
+    (pydantic, jsonschema and the grammar compiler recurse), or a lone surrogate in a string (no
+    tokenizer or UTF-8 encoder takes it)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"The JSON body is nested too deeply (at most {MAX_JSON_DEPTH} levels)."
+        if isinstance(value, dict):
+            stack.extend((k, depth) for k in value)
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return (f"The JSON body has a lone surrogate ({value[e.start]!r} escaped as \\u"
+                        f"{ord(value[e.start]):04x}) in a string: send valid UTF-16 pairs or plain UTF-8.")
+    return None
+
+
+def require_json(request: Request) -> None:
+    """JSON routes take only application/json: a page's text/plain or form POST (sent without a
+    CORS preflight) never reaches them."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        shown = content_type or "none"
+        raise APIError(415, f"Send the request body as JSON with 'Content-Type: application/json' (got {shown}).",
+                       code="unsupported_media_type")
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole body within the size limit, chunked or not; a client silent for BODY_TIMEOUT
+    seconds gets a 408, one that hangs up is logged in one line."""
+    from starlette.requests import ClientDisconnect
+
     limit = request.app.state.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise APIError(413, f"Request body too large: {declared} bytes (limit {limit}).", code="request_too_large")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise APIError(413, f"Request body too large (limit {limit} bytes).", code="request_too_large")
+    chunks = request.stream().__aiter__()
+    timeout = getattr(request.app.state, "body_timeout", None)
+    try:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(chunks.__anext__(), timeout)
+            except StopAsyncIteration:
+                return bytes(body)
+            body += chunk
+            if len(body) > limit:
+                raise APIError(413, f"Request body too large (limit {limit} bytes).", code="request_too_large")
+    except asyncio.TimeoutError:
+        raise APIError(408, f"The request body stopped arriving (nothing for {timeout:g}s).",
+                       code="request_timeout") from None
+    except ClientDisconnect:
+        client = request.client
+        log.info("client %s disconnected during the upload to %s", f"{client.host}:{client.port}" if client
+                 else "?", request.url.path)
+        raise APIError(400, "The client disconnected before the request body arrived.") from None
+
+
+async def read_request(request: Request, schema: type[BaseModel], body: bytes | None = None) -> BaseModel:
+    """Read the body within the size limit, parse JSON, validate; every failure is a 4xx."""
+    require_json(request)
+    if body is None:
+        body = await read_body(request)
     try:
         data = json.loads(bytes(body))
+    except RecursionError:
+        raise APIError(400, f"The JSON body is nested too deeply (at most {MAX_JSON_DEPTH} levels).") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise APIError(400, f"We could not parse the JSON body of your request: {e}") from None
     if not isinstance(data, dict):
         raise APIError(400, "The request body must be a JSON object.")
+    problem = json_problem(data)
+    if problem:
+        raise APIError(400, problem)
     try:
         return schema.model_validate(data)
     except ValidationError as e:
@@ -62,12 +131,40 @@ async def read_request(request: Request, schema: type[BaseModel]) -> BaseModel:
         raise APIError(400, message, param=param) from None
 
 
-async def resolve(request: Request, name: str, kind: str) -> ModelRef:
+def _servable_ref(request: Request, name: str) -> ModelRef:
+    """pool.resolve, then: a directory nobody registered is refused unless --allow-load-paths, and a
+    path naming a model already known (`/a/../a/tiny`) is that model, so it is resident once."""
+    from ominix import config
+
+    if len(name) > MAX_MODEL_NAME:
+        raise APIError(400, f"The model name is too long ({len(name)} characters; at most {MAX_MODEL_NAME}).",
+                       param="model", code="invalid_model_name")
     pool = request.app.state.pool
     try:
-        ref = await run_in_threadpool(pool.resolve, name)
+        ref = pool.resolve(name)
     except ModelNotFoundError as e:
         raise APIError(404, str(e), param="model", code="model_not_found") from None
+    if ref.entry is not None:
+        return ref
+    known = list(pool.available()) + [r.ref for r in pool.resident().values()]
+    if any(r.id == ref.id for r in known):
+        return ref
+    same = [r for r in known if r.path is not None and Path(r.path).resolve() == Path(ref.path).resolve()]
+    if same:
+        return same[0]
+    real = Path(ref.path).resolve()
+    if any(real.is_relative_to(root.resolve()) for root in (config.hf_hub_cache(), config.models_dir())):
+        return ref
+    if not request.app.state.allow_load_paths:
+        raise APIError(403, f"The model '{name}' is a directory this server was not started with; clients "
+                       "may load catalog, installed and --model models only. Start the server with "
+                       "--model PATH, or --allow-load-paths to let clients load any directory.",
+                       param="model", code="model_path_not_allowed")
+    return ref
+
+
+async def resolve(request: Request, name: str, kind: str) -> ModelRef:
+    ref = await run_in_threadpool(_servable_ref, request, name)
     if ref.kind != kind:
         error = kinds.mismatch(name, kinds.KINDS[ref.kind], ASKED[kind])
         raise APIError(400, str(error), param="model", code=error.code)
@@ -75,6 +172,23 @@ async def resolve(request: Request, name: str, kind: str) -> ModelRef:
 
 
 ASKED = {"chat": "chat or text completions", "embedding": "embeddings"}  # what each route asks for
+
+
+async def bounded_prompt(request: Request, ref: ModelRef, render, chars: int):
+    """`render` itself for a small prompt (the worker renders and tokenizes it); for a big one, its
+    token ids made off the event loop and the worker; past the context, a 400 (api/prompts.py)."""
+    from ominix.api import prompts
+
+    ctx = await run_in_threadpool(prompts.context_length, ref.path)
+    prompts.check_chars(ctx, chars)
+    if chars <= prompts.PRETOKENIZE_CHARS:
+        return render
+    try:
+        return await prompts.pretokenize(request, ref, render, ctx)
+    except APIError:
+        raise
+    except Exception as e:  # a load failure, a template error: as the worker would report it
+        raise engine_error(e) from None
 
 
 def engine_error(e: BaseException) -> APIError:
@@ -209,7 +323,10 @@ async def health(request: Request):
 def _expiry(resident) -> str | None:
     if resident.expires_at is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(resident.expires_at))
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(resident.expires_at))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None  # forever (None), or beyond any clock: one value must not break the listing
 
 
 def model_card(ref: ModelRef, resident) -> dict:
@@ -251,18 +368,14 @@ async def running_models(request: Request):
 
 
 async def _resolve_any(request: Request, model_id: str) -> ModelRef:
-    try:
-        return await run_in_threadpool(request.app.state.pool.resolve, model_id)
-    except ModelNotFoundError as e:
-        raise APIError(404, str(e), param="model", code="model_not_found") from None
+    return await run_in_threadpool(_servable_ref, request, model_id)
 
 
 @router.post("/v1/models/{model_id:path}/load", dependencies=auth)
 async def load_model(model_id: str, request: Request):
     """Load a model now (optionally with {"keep_alive": ...}); returns its card once resident."""
-    body = {}
-    if int(request.headers.get("content-length") or 0):
-        body = (await read_request(request, LoadRequest)).model_dump()
+    raw = await read_body(request)  # chunked bodies too: no Content-Length does not mean empty
+    body = (await read_request(request, LoadRequest, raw)).model_dump() if raw.strip() else {}
     ref = await _resolve_any(request, model_id)
     keep_alive = DEFAULT if body.get("keep_alive") is None else parse_keep_alive(body["keep_alive"])
     worker = request.app.state.worker
@@ -333,7 +446,7 @@ async def chat_completions(request: Request):
         return build_chat_prompt(tokenizer, messages, tools, template_kwargs)
 
     job = GenerateJob(
-        prompts=[prompt],
+        prompts=[await bounded_prompt(request, ref, prompt, message_chars(messages, tools))],
         sampling=sampling_fields(req, req.logprobs, req.top_logprobs or 0),
         max_tokens=req.token_limit(),
         stop=req.stop_list(),
@@ -484,8 +597,10 @@ async def completions(request: Request):
                        code="unsupported_parameter")
     ref = await resolve(request, req.model, "chat")
     want_logprobs = req.logprobs is not None
+    prompts = [p if not isinstance(p, str) else await bounded_prompt(request, ref, lambda tok, p=p: p, len(p))
+               for p in req.prompts()]
     job = GenerateJob(
-        prompts=req.prompts(),
+        prompts=prompts,
         sampling=sampling_fields(req, want_logprobs, req.logprobs or 0),
         max_tokens=req.max_tokens,
         stop=req.stop_list(),

@@ -55,6 +55,32 @@ def _load_for_run(name: str):
     return load(local_model(name, "run"))
 
 
+def _line_editing():
+    """Arrow keys, Ctrl-A/E and a history (OMINIX_HOME/history, 1000 lines) for input(), through
+    the standard readline module; returns the function that saves the history."""
+    try:
+        import readline
+    except ImportError:  # e.g. Windows without pyreadline: plain input() still works
+        return lambda: None
+    from ominix import config
+
+    path = config.ominix_home() / "history"
+    try:
+        readline.read_history_file(path)
+    except OSError:
+        pass
+    readline.set_history_length(1000)
+
+    def save() -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(path)
+        except OSError:
+            pass
+
+    return save
+
+
 class _ChatSession:
     """The conversation behind `ominix run`: history, commands, streaming to the terminal."""
 
@@ -135,7 +161,16 @@ class _ChatSession:
     def interactive(self) -> None:
         import sys
 
+        history = _line_editing()
         typer.echo("Send a message (/? for help)", err=True)
+        try:
+            self._loop()
+        finally:
+            history()
+
+    def _loop(self) -> None:
+        import sys
+
         while True:
             try:
                 line = input(">>> ")

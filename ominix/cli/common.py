@@ -37,34 +37,55 @@ def store_guard():
 
 
 def human_size(n: int | None) -> str:
-    if not n:
-        return "-"
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
+    """A size in a table: '-' when unknown or nothing."""
+    from ominix.hub.names import human_bytes
+
+    return human_bytes(n) if n else "-"
 
 
 def verified_text(value) -> str:
     return {True: "yes", False: "FAILED", None: "-"}[value]
 
 
-def new_table(*columns: str):
-    from rich.table import Table
+class Rows:
+    """A table for the terminal: on a tty, aligned columns that fit its width (one line per row, the
+    last column cut with '…' rather than wrapped mid-word); piped, tab-separated whole rows with no
+    padding, for grep and cut."""
 
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in columns:
-        table.add_column(name, overflow="fold", no_wrap=name != columns[-1])
-    return table
+    def __init__(self, *columns: str):
+        self.columns = list(columns)
+        self.rows: list[list[str]] = []
+
+    def add_row(self, *cells) -> None:
+        self.rows.append(["" if c is None else str(c) for c in cells])
+
+    def render(self, width: int | None) -> list[str]:
+        table = [self.columns] + self.rows
+        if width is None:
+            return ["\t".join(row).rstrip() for row in table]
+        widths = [max(len(row[i]) for row in table) for i in range(len(self.columns) - 1)]
+        lines = []
+        for row in table:
+            head = "".join(cell.ljust(w + 2) for cell, w in zip(row[:-1], widths))
+            line = (head + row[-1]).rstrip()
+            lines.append(line if len(line) <= width else line[: width - 1] + "…")
+        return lines
+
+    def print(self) -> None:
+        import shutil
+        import sys
+
+        width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else None
+        for line in self.render(width):
+            typer.echo(line)
 
 
-def print_table(table) -> None:
-    import sys
+def new_table(*columns: str) -> Rows:
+    return Rows(*columns)
 
-    from rich.console import Console
 
-    # Piped output keeps whole rows (no wrapping at 80 columns) so scripts can grep it.
-    Console(width=None if sys.stdout.isatty() else 1000).print(table)
+def print_table(table: Rows) -> None:
+    table.print()
 
 
 def json_lines():

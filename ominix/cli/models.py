@@ -57,7 +57,8 @@ def list_models(
         typer.echo("No models installed. `ominix list --all` shows the catalog; `ominix pull ID` downloads one.")
         return
     if show_all:
-        table = new_table("ID", "CATEGORY", "SIZE", "QUANT", "INSTALLED", "VERIFIED", "RUNS", "PATH / SOURCE")
+        # Short columns, the long path or repo id last (cut to the terminal, whole when piped).
+        table = new_table("ID", "KIND", "SIZE", "QUANT", "HAVE", "OK", "RUNS", "PATH / SOURCE")
         for r in rows:
             table.add_row(r["id"], r["category"] or "-", human_size(r["size_bytes"]), r["quantization"] or "-",
                           "yes" if r["installed"] else "no", verified_text(r["verified"]),
@@ -315,7 +316,7 @@ def pull(
 def _print_plan(event: dict, as_json: bool) -> None:
     import json
 
-    from ominix.hub.download import human_bytes
+    from ominix.hub.names import human_bytes
 
     if as_json:
         typer.echo(json.dumps(event))

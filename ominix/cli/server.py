@@ -29,6 +29,13 @@ def serve(
     max_queue: int = typer.Option(256, help="Requests that may wait beyond the batch before 429."),
     request_timeout: float = typer.Option(None, help="Seconds before a request is stopped (504); none by default."),
     prompt_cache: str = typer.Option("1GB", help="Memory for reusable prompt prefixes ('0' disables)."),
+    allow_host: list[str] = typer.Option(
+        [], "--allow-host", help="Also accept this Host header name (besides the bound address and "
+        "loopback names; '*' for any); repeatable."),
+    allow_load_paths: bool = typer.Option(
+        False, "--allow-load-paths", help="Let clients load any checkpoint directory they name (by "
+        "default only catalog, installed and --model models)."),
+    metrics_open: bool = typer.Option(False, "--metrics-open", help="Serve /metrics without the API key (for a scraper)."),
     image_quantize: int = typer.Option(None, "--image-quantize", help="Quantize image models to 4 or 8 bits at load."),
 ):
     """Start the OpenAI-compatible HTTP server."""
@@ -59,7 +66,14 @@ def serve(
     except (ValueError, ModelNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
+    from pathlib import Path
+
+    from ominix.hub.names import looks_like_path
+
     for name in model:
+        if looks_like_path(name) and not Path(name).expanduser().is_dir():
+            typer.echo(f"error: --model {name}: no such directory", err=True)
+            raise typer.Exit(2)
         try:
             pool.register(name)
         except ModelNotFoundError as e:
@@ -71,11 +85,56 @@ def serve(
         typer.echo(f"Loading at start: {', '.join(model)}")
     if api_key:
         typer.echo("API key required (Authorization: Bearer ...).")
-    typer.echo(f"OminiX listening on http://{host}:{port}  (OpenAI base URL: http://{host}:{port}/v1)")
+    warning = exposure_warning(host, api_key)
+    if warning:
+        typer.echo(warning, err=True)
     application = create_app(pool, api_key=api_key or None, cors_origins=cors_origin or None, preload=model,
                              max_batch=max_batch, max_queue=max_queue, request_timeout=request_timeout,
-                             prompt_cache_bytes=cache_bytes)
-    uvicorn.run(application, host=host, port=port, log_level=log_level)
+                             prompt_cache_bytes=cache_bytes, host=host, allowed_hosts=allow_host or None,
+                             allow_load_paths=allow_load_paths, metrics_open=metrics_open)
+    busy = port_problem(host, port)
+    if busy:
+        typer.echo(f"error: cannot listen on {host}:{port}: {busy}", err=True)
+        raise typer.Exit(1)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            if self.started:  # bound: only now is "listening" true
+                typer.echo(f"OminiX listening on http://{host}:{port}  (OpenAI base URL: http://{host}:{port}/v1)")
+
+    from ominix.api.serving import server_config
+
+    Server(server_config(application, host, port, log_level=log_level)).run()
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why host:port cannot be bound (in use, no such address), before models load; None if it can."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as e:
+        return str(e)
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as e:
+            return "the port is in use (another server?); pick another with --port" \
+                if e.errno == 98 else e.strerror or str(e)
+    return None
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """A warning when the server is reachable from other machines and anyone may use it."""
+    from ominix.api.guard import is_loopback
+
+    if api_key or is_loopback(host):
+        return None
+    return (f"warning: binding {host} without --api-key: anyone who can reach this machine can run "
+            "models and load or unload them. Add --api-key KEY (or bind 127.0.0.1).")
 
 
 @app.command()
@@ -96,8 +155,16 @@ def ps(
     except httpx.HTTPError as e:
         typer.echo(f"error: no OminiX server answers on http://{host}:{port} ({e})", err=True)
         raise typer.Exit(1)
+    if r.status_code == 401:
+        typer.echo(f"error: the server on {host}:{port} requires an API key: pass --api-key KEY or set "
+                   "OMINIX_API_KEY" + (" (the key given was refused)" if api_key else ""), err=True)
+        raise typer.Exit(1)
     if r.status_code != 200:
-        typer.echo(f"error: the server answered {r.status_code}: {r.text[:200]}", err=True)
+        try:
+            why = r.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            why = r.text[:200]
+        typer.echo(f"error: the server answered {r.status_code}: {why}", err=True)
         raise typer.Exit(1)
     data = r.json()
     if as_json:
@@ -121,5 +188,9 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print the report 
 
     from ominix.doctor import diagnose, format_report
 
+    import shutil
+    import sys
+
     report = diagnose()
-    typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else None
+    typer.echo(json.dumps(report, indent=2) if as_json else format_report(report, width))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -225,11 +226,45 @@ def check_weights(model: nn.Module, weights: dict, origin: dict[str, str]) -> No
             )
 
 
+_LAYER_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
+_LAYER_NAME = re.compile(r"^(.*?\blayers?)\.(\d+)\.")
+
+
+def check_config_against_weights(config: dict, weights: dict) -> None:
+    """The layer count config.json declares must be the one the weight files hold, checked before
+    the module is built: a config saying 1e9 layers would otherwise build them, without bound.
+    (Layers beyond the declared count, like an MTP head, are the architecture's sanitize() to drop.)"""
+    found: dict[str, set[int]] = {}
+    for name in weights:
+        match = _LAYER_NAME.match(name)
+        if match:
+            found.setdefault(match.group(1), set()).add(int(match.group(2)))
+    if not found:
+        return
+    prefix, indices = max(found.items(), key=lambda item: len(item[1]))  # the main stack
+    held = len(indices)
+    for key in _LAYER_KEYS:
+        declared = config.get(key)
+        if isinstance(declared, bool) or not isinstance(declared, (int, float)):
+            continue
+        if declared != held and not (declared < held and _extra_layers_expected(config, declared, held)):
+            raise LoadError(f"config.json says {key} is {declared}, but the weights hold {held} layers "
+                            f"({prefix}.{min(indices)} to {prefix}.{max(indices)})")
+        return
+
+
+def _extra_layers_expected(config: dict, declared, held: int) -> bool:
+    """Checkpoints may store layers beyond the declared stack (multi-token-prediction heads)."""
+    extra = config.get("num_nextn_predict_layers") or config.get("mtp_num_hidden_layers") or 0
+    return isinstance(extra, int) and declared + extra >= held
+
+
 def build_model(config: dict, weights: dict, origin: dict[str, str] | None = None) -> nn.Module:
     """Module for `config` with `weights` loaded (still lazy). `weights` is consumed."""
     model_type = config.get("model_type")
     if not model_type:
         raise LoadError("config.json has no model_type")
+    check_config_against_weights(config, weights)
     try:
         arch = get_architecture(model_type)
     except ValueError as e:

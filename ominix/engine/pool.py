@@ -388,6 +388,9 @@ def parse_memory(value: str | int) -> int:
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 
 
+MAX_KEEP_ALIVE = 100 * 365 * 86400.0  # seconds; longer means forever
+
+
 def parse_keep_alive(value) -> float | None:
     """Ollama's keep_alive: seconds (number) or a duration ('5m', '30s', '1h30m', '-1'); negative
     keeps the model forever (None), 0 unloads it as soon as it is idle."""
@@ -407,4 +410,7 @@ def parse_keep_alive(value) -> float | None:
             if not parts or "".join(n + u for n, u in parts) != text.lstrip("-"):
                 raise ValueError(f"keep_alive must be a duration like '5m', '30s', '1h' or seconds, got {value!r}") from None
             seconds = sign * sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    return None if seconds < 0 else seconds
+    if seconds != seconds:  # NaN
+        raise ValueError(f"keep_alive must be a duration like '5m' or a number of seconds, got {value!r}")
+    # Negative, infinite or beyond any clock (time.gmtime overflows): forever.
+    return None if seconds < 0 or seconds > MAX_KEEP_ALIVE else seconds

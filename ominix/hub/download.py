@@ -9,7 +9,11 @@ resumes a download across processes and never checks the content hash. Blobs are
 created only once every file is verified, so a snapshot directory is always complete.
 
 ModelScope and URL sources land in `models_dir()/<id>/`: `NAME.part` -> verified -> `NAME`, and a
-manifest `.ominix.json` written last (tmp + rename).
+manifest `.ominix.json` written last (tmp + rename) from the hashes taken while the bytes streamed.
+
+A hub is not trusted with paths: every name in a listing was checked by sources.py (names.py says
+what is safe), and each planned path is checked again against its folder before a byte is written.
+Retries are bounded, and a size the server disagrees with is an error naming the file.
 
 Events (dicts) go to `on_event`: plan, progress, file_done, done (and manual for manual sources).
 """
@@ -30,6 +34,18 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from ominix import config
+from ominix.hub.names import (
+    MANIFEST,
+    UnsafeNameError,
+    atomic_write,
+    hf_repo_dir,
+    human_bytes,
+    inside,
+    is_commit_hash,
+    looks_like_path,
+    read_manifest,
+    write_manifest,
+)
 from ominix.hub.sources import (
     ChecksumError,
     DownloadError,
@@ -40,9 +56,9 @@ from ominix.hub.sources import (
     RemoteFile,
     RepoNotFoundError,
     Source,
+    UnsafeListingError,
     hf_endpoint,
     hf_offline,
-    is_commit_hash,
     is_transport_error,
     list_hf_files,
     list_modelscope_files,
@@ -55,14 +71,19 @@ from ominix.hub.sources import (
 __all__ = [
     "pull", "plan", "ensure_local", "Plan", "MANIFEST",
     "DownloadError", "GatedRepoError", "RepoNotFoundError", "NetworkError",
-    "InsufficientDiskError", "ChecksumError", "ManualInstallRequired",
+    "InsufficientDiskError", "ChecksumError", "ManualInstallRequired", "SizeMismatchError",
+    "UnsafeListingError",
 ]
 
 EventHandler = Callable[[dict], None]
-MANIFEST = ".ominix.json"
 DISK_HEADROOM = 2  # seed 003: want twice the bytes still to download free before starting
 CHUNK = 1 << 20
 MAX_RETRIES = 5  # consecutive network failures without progress before giving up on a file
+MAX_RESTARTS = 2  # times a part may be thrown away (Range ignored, 416) before the file is an error
+
+
+class SizeMismatchError(DownloadError):
+    """The listing and the server disagree about a file's length."""
 
 
 def _default_workers() -> int:
@@ -77,6 +98,7 @@ class Plan:
     target: Path  # what pull returns: the snapshot dir or the model dir
     storage: Path  # where bytes are written (HF repo folder or model dir)
     present: dict[str, int] = field(default_factory=dict)  # bytes already on disk per file
+    hashed: dict[str, str] = field(default_factory=dict)  # sha256 of each file fetched now (streamed)
 
     @property
     def total_bytes(self) -> int:
@@ -139,6 +161,8 @@ def ensure_local(name: str, *, on_event: EventHandler | None = None) -> Path:
     path = Path(name).expanduser()
     if path.is_dir():
         return path
+    if looks_like_path(name):  # never ask a hub about `./typo`
+        raise DownloadError(f"{name}: no such directory")
     from ominix.hub import store
     from ominix.registry import UnknownModelError
 
@@ -170,8 +194,9 @@ def _client():
 def _plan(source: Source, client, include: list[str] | None) -> Plan:
     if source.kind == "hugging_face":
         commit, files = list_hf_files(source, include)
-        storage = hf_repo_folder(source.repo_id)
+        storage = hf_repo_dir(source.repo_id)
         target = storage / "snapshots" / commit
+        _confine_plan(source, storage, target, files)
         present = {f.path: _hf_present(storage, target, f) for f in files}
         return Plan(source, commit, files, target, storage, present)
     try:
@@ -189,12 +214,21 @@ def _plan(source: Source, client, include: list[str] | None) -> Plan:
             raise NetworkError(network_message(where, exc)) from None
         raise
     target = config.models_dir() / source.model_id
+    _confine_plan(source, config.models_dir(), target, files)
     present = {f.path: _local_present(target, f) for f in files}
     return Plan(source, revision, files, target, target, present)
 
 
-def hf_repo_folder(repo_id: str) -> Path:
-    return config.hf_hub_cache() / ("models--" + repo_id.replace("/", "--"))
+def _confine_plan(source: Source, root: Path, target: Path, files: list[RemoteFile]) -> None:
+    """The sources checked every name; check once more where the paths land, symlinks resolved."""
+    try:
+        inside(root, target.relative_to(root).as_posix())
+        for f in files:
+            inside(target, f.path)
+            if f.blob is not None:
+                inside(root / "blobs", f.blob)
+    except (UnsafeNameError, ValueError) as e:
+        raise UnsafeListingError(f"Cannot pull {source.model_id}: {e}; nothing was downloaded.") from None
 
 
 def _hf_present(storage: Path, snapshot: Path, f: RemoteFile) -> int:
@@ -230,14 +264,6 @@ def _check_disk(the_plan: Plan) -> None:
             "bigger disk.",
             needed=needed, free=free, where=str(where),
         )
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} PB"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -328,6 +354,7 @@ def _fetch_one(the_plan: Plan, f: RemoteFile, client, progress: _Progress, emit:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 sha256 = _download(client, f, part, headers, progress)
                 os.replace(part, final)
+                the_plan.hashed[f.path] = sha256
     emit({"event": "file_done", "file": f.path, "size": f.size, "sha256": sha256 or f.sha256,
           "skipped": already})
 
@@ -395,10 +422,15 @@ class _Part:
 
 
 def _download(client, f: RemoteFile, part_path: Path, headers: dict, progress: _Progress) -> str:
-    """Fetch f.url into `part_path`, resuming from its current length; verify; return the sha256."""
+    """Fetch f.url into `part_path`, resuming from its current length; verify; return the sha256.
+
+    Retries are bounded: network failures without progress (MAX_RETRIES), and parts thrown away
+    because the server ignored Range or refused it (MAX_RESTARTS). A server whose length disagrees
+    with the listing is an error at once: retrying cannot make the file the listed size.
+    """
     part = _Part(part_path, f)
     size = f.size
-    failures = 0
+    failures = restarts = 0
     while size is None or part.have < size:
         request_headers = dict(headers)
         if part.have:
@@ -407,16 +439,16 @@ def _download(client, f: RemoteFile, part_path: Path, headers: dict, progress: _
         try:
             with client.stream("GET", f.url, headers=request_headers) as response:
                 if response.status_code == 416 and part.have:
-                    progress.rollback(part.have)  # our part does not fit the remote file
-                    part.restart()
+                    _check_length(f, size, _total_length(response))
+                    restarts = _restart(f, part, progress, restarts)  # our part does not fit the remote file
                     continue
                 _raise_for_status(response, f)
                 if part.have and response.status_code != 206:
-                    progress.rollback(part.have)  # the server ignored Range: start over
-                    part.restart()
+                    restarts = _restart(f, part, progress, restarts)  # the server ignored Range: start over
+                total = _total_length(response, part.have)
+                _check_length(f, size, total)
                 if size is None:
-                    length = response.headers.get("Content-Length")
-                    size = part.have + int(length) if length is not None else None
+                    size = total
                 part.append(response, progress)
                 if size is None:
                     size = part.have  # no length announced: the clean end of the stream is the end
@@ -431,6 +463,36 @@ def _download(client, f: RemoteFile, part_path: Path, headers: dict, progress: _
             time.sleep(min(0.25 * 2 ** (failures - 1), 8.0))
     _verify(f, part)
     return part.sha256.hexdigest()
+
+
+def _total_length(response, offset: int = 0) -> int | None:
+    """The whole remote file's length as this response tells it (Content-Range, else Content-Length)."""
+    content_range = response.headers.get("Content-Range", "")
+    if "/" in content_range and content_range.rsplit("/", 1)[1].strip().isdigit():
+        return int(content_range.rsplit("/", 1)[1])
+    length = response.headers.get("Content-Length")
+    if response.status_code == 200 and length is not None and length.isdigit():
+        return int(length)
+    if response.status_code == 206 and length is not None and length.isdigit():
+        return offset + int(length)
+    return None
+
+
+def _check_length(f: RemoteFile, listed: int | None, served: int | None) -> None:
+    if listed is not None and served is not None and listed != served:
+        raise SizeMismatchError(
+            f"{f.path}: the listing says {listed} bytes but the server sends {served} bytes for {f.url}. "
+            "The hub or mirror is inconsistent; nothing was kept for this file. Try again later or "
+            "report it to the hub.")
+
+
+def _restart(f: RemoteFile, part: _Part, progress: _Progress, restarts: int) -> int:
+    progress.rollback(part.have)
+    part.restart()
+    if restarts + 1 > MAX_RESTARTS:
+        raise DownloadError(f"{f.path}: the server keeps refusing to resume it (started over {restarts + 1} "
+                            f"times) at {f.url}. Try again later.")
+    return restarts + 1
 
 
 class _ShortRead(Exception):
@@ -502,34 +564,29 @@ def _link_snapshot(the_plan: Plan) -> None:
             shutil.copyfile(blob, pointer)  # filesystems without symlinks
     revision = the_plan.source.revision
     if revision and revision != the_plan.revision and not is_commit_hash(revision):
-        _atomic_write(the_plan.storage / "refs" / revision, the_plan.revision)
+        atomic_write(the_plan.storage / "refs" / revision, the_plan.revision)
 
 
 def _write_manifest(the_plan: Plan) -> None:
-    """Record every file with its verified size and sha256; hash files a previous run completed."""
-    manifest_path = the_plan.target / MANIFEST
-    old = {}
-    if manifest_path.exists():
-        try:
-            old = json.loads(manifest_path.read_text()).get("files", {})
-        except (OSError, ValueError):
-            old = {}
+    """Record every file with its verified size and sha256. Files fetched now were hashed while they
+    streamed; files a previous run completed keep their manifest record (hashed only without one)."""
+    old = (read_manifest(the_plan.target) or {}).get("files", {})
     files = {}
     for f in the_plan.files:
         path = the_plan.target / f.path
         size = path.stat().st_size
+        digest = the_plan.hashed.get(f.path)
         known = old.get(f.path)
-        if known and known.get("size") == size and known.get("sha256") and (not f.sha256 or known["sha256"] == f.sha256):
-            files[f.path] = known
-            continue
-        digest = file_sha256(path)
-        if f.sha256 and digest != f.sha256:
-            path.unlink()
-            raise ChecksumError(f.path, f.sha256, digest)
+        if digest is None and isinstance(known, dict) and known.get("size") == size and known.get("sha256") \
+                and (not f.sha256 or known["sha256"] == f.sha256):
+            digest = known["sha256"]
+        if digest is None:  # completed by a run that stopped before writing the manifest
+            digest = file_sha256(path)
+            if f.sha256 and digest != f.sha256:
+                path.unlink()
+                raise ChecksumError(f.path, f.sha256, digest)
         files[f.path] = {"size": size, "sha256": digest}
-    manifest = {"id": the_plan.source.model_id, "source": the_plan.source.as_dict(),
-                "revision": the_plan.revision, "files": files}
-    _atomic_write(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    write_manifest(the_plan.target, the_plan.source.model_id, the_plan.source.as_dict(), the_plan.revision, files)
 
 
 def file_sha256(path: Path) -> str:
@@ -540,19 +597,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Sources that need no download
 
 
 def _offline_snapshot(source: Source, emit: EventHandler) -> Path:
-    storage = hf_repo_folder(source.repo_id)
+    storage = hf_repo_dir(source.repo_id)
     commit = source.revision
     if not is_commit_hash(commit):
         ref = storage / "refs" / (source.revision or "main")

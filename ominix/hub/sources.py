@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlencode, urlsplit
 
+from ominix.hub.names import UnsafeNameError, is_commit_hash, is_repo_id, is_sha256, safe_relpath
+
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 DEFAULT_MODELSCOPE_ENDPOINT = "https://www.modelscope.cn"
-
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -33,6 +32,10 @@ class DownloadError(Exception):
 
 class RepoNotFoundError(DownloadError):
     pass
+
+
+class UnsafeListingError(DownloadError):
+    """A listing (or a name typed by the user) with a name that could write outside the store."""
 
 
 class GatedRepoError(DownloadError):
@@ -83,10 +86,6 @@ def hf_offline() -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def is_commit_hash(revision: str | None) -> bool:
-    return bool(revision and _COMMIT_HASH.match(revision))
-
-
 # ---------------------------------------------------------------------------------------------------
 # What the user asked for.
 
@@ -134,22 +133,46 @@ def resolve(name: str, revision: str | None = None) -> Source:
         return _resolve_url(name, revision)
     if name.startswith("modelscope:"):
         repo_id, rev = _split_revision(name[len("modelscope:") :])
-        return Source("model_scope", repo_id.replace("/", "--"), repo_id=repo_id,
-                      revision=revision or rev or "master")
+        return _checked(Source("model_scope", _ms_model_id(repo_id), repo_id=repo_id,
+                               revision=revision or rev or "master"))
 
     from ominix import registry
 
     entry = registry.load_catalog().find(name)
     if entry is not None:
-        return _from_entry(entry, revision)
+        return _checked(_from_entry(entry, revision))
 
     repo_id, rev = _split_revision(name)
-    if _REPO_ID.match(repo_id):
-        return Source("hugging_face", repo_id, repo_id=repo_id, revision=revision or rev or "main")
+    if is_repo_id(repo_id):
+        return _checked(Source("hugging_face", repo_id, repo_id=repo_id, revision=revision or rev or "main"))
     raise RepoNotFoundError(
         f"'{name}' is not a catalog id, an owner/repo Hugging Face id or a URL. "
         "Run `ominix list --all` to see the catalog."
     )
+
+
+def _ms_model_id(repo_id: str) -> str:
+    if not is_repo_id(repo_id):
+        raise UnsafeListingError(f"'{repo_id}' is not an owner/repo ModelScope id.")
+    return repo_id.replace("/", "--")
+
+
+def _checked(source: Source) -> Source:
+    """Names from the user or the catalog that become paths: repo id, revision (HF refs/<revision>),
+    the file name of a URL source, the files a hub URL narrows to."""
+    try:
+        if source.kind in ("hugging_face", "model_scope") and not is_repo_id(source.repo_id):
+            raise UnsafeNameError(f"'{source.repo_id}' is not an owner/repo id")
+        if source.revision is not None:
+            safe_relpath(source.revision, "revision")
+        if source.kind == "url":
+            safe_relpath(source.filename, "file name")
+        for path in source.only_files:
+            safe_relpath(path, "file name")
+        safe_relpath(source.model_id.replace("/", "--"), "model id")
+    except UnsafeNameError as e:
+        raise UnsafeListingError(f"Cannot pull {source.model_id}: {e}.") from None
+    return source
 
 
 def _split_revision(text: str) -> tuple[str, str | None]:
@@ -194,13 +217,13 @@ def _resolve_url(url: str, revision: str | None) -> Source:
         if len(rest) >= 2 and rest[0] in ("tree", "blob", "resolve"):
             rev = revision or rest[1]
             only = ["/".join(rest[2:])] if rest[0] != "tree" and len(rest) > 2 else []
-            return Source("hugging_face", repo_id, repo_id=repo_id, revision=rev, only_files=only)
+            return _checked(Source("hugging_face", repo_id, repo_id=repo_id, revision=rev, only_files=only))
         if not rest:
-            return Source("hugging_face", repo_id, repo_id=repo_id, revision=revision or "main")
+            return _checked(Source("hugging_face", repo_id, repo_id=repo_id, revision=revision or "main"))
     if parts.netloc.endswith("modelscope.cn") and len(segments) >= 3 and segments[0] == "models":
         repo_id = "/".join(segments[1:3])
-        return Source("model_scope", repo_id.replace("/", "--"), repo_id=repo_id,
-                      revision=revision or "master")
+        return _checked(Source("model_scope", _ms_model_id(repo_id), repo_id=repo_id,
+                               revision=revision or "master"))
     filename = _filename_from_url(url)
     stem = filename.rsplit(".", 1)[0] if "." in filename else filename
     model_id = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-.") or "download"
@@ -208,7 +231,7 @@ def _resolve_url(url: str, revision: str | None) -> Source:
 
     if registry.load_catalog().find(model_id) is not None:
         model_id += "-url"  # never let an ad-hoc file pose as a catalog model in the store
-    return Source("url", model_id, url=url, filename=filename)
+    return _checked(Source("url", model_id, url=url, filename=filename))
 
 
 def _filename_from_url(url: str) -> str:
@@ -270,7 +293,20 @@ def list_hf_files(source: Source, include: list[str] | None = None) -> tuple[str
     except Exception as exc:  # mapped to our own errors below, anything else propagates
         raise hf_error(exc, source) from None
     commit = info.sha or source.revision
-    by_path = {s.rfilename: s for s in info.siblings or []}
+    siblings = info.siblings or []
+    where = f"{endpoint} listed {source.repo_id}@{source.revision}"
+    if not is_commit_hash(commit):
+        raise UnsafeListingError(f"{where} at commit id {commit!r}, which is not 40 hex digits; "
+                                 "nothing was downloaded.")
+    _check_listing(where, [s.rfilename for s in siblings])
+    for sibling in siblings:  # blob names come from these hashes: they must be hashes
+        if sibling.lfs is not None and not is_sha256(sibling.lfs.sha256):
+            raise UnsafeListingError(f"{where} with sha256 {sibling.lfs.sha256!r} for {sibling.rfilename!r}, "
+                                     "which is not 64 hex digits; nothing was downloaded.")
+        if sibling.lfs is None and sibling.blob_id is not None and not is_commit_hash(sibling.blob_id):
+            raise UnsafeListingError(f"{where} with blob id {sibling.blob_id!r} for {sibling.rfilename!r}, "
+                                     "which is not 40 hex digits; nothing was downloaded.")
+    by_path = {s.rfilename: s for s in siblings}
     if source.only_files:
         missing = [p for p in source.only_files if p not in by_path]
         if missing:
@@ -297,6 +333,15 @@ def list_hf_files(source: Source, include: list[str] | None = None) -> tuple[str
         raise RepoNotFoundError(f"{source.repo_id}@{source.revision} has no files to download"
                                 + (f" matching {include}." if include else "."))
     return commit, files
+
+
+def _check_listing(where: str, names: list) -> None:
+    """Every name of a listing, wanted or not, must be a safe relative path: else refuse it whole."""
+    for name in names:
+        try:
+            safe_relpath(name)
+        except UnsafeNameError as e:
+            raise UnsafeListingError(f"{where} with an unsafe name, so nothing was downloaded: {e}.") from None
 
 
 def hf_error(exc: Exception, source: Source) -> Exception:
@@ -385,7 +430,9 @@ def list_modelscope_files(source: Source, client, include: list[str] | None = No
         raise DownloadError(f"ModelScope returned a non-JSON file list for {source.repo_id}.") from None
     if body.get("Success") is False or body.get("Code") not in (None, 200):
         raise RepoNotFoundError(_ms_not_found(source) + f" ({body.get('Message', 'no message')})")
-    entries = [f for f in (body.get("Data") or {}).get("Files") or [] if f.get("Type") != "tree"]
+    entries = [f for f in (body.get("Data") or {}).get("Files") or [] if isinstance(f, dict)]
+    _check_listing(f"ModelScope listed {source.repo_id}@{source.revision}", [f.get("Path") for f in entries])
+    entries = [f for f in entries if f.get("Type") != "tree"]
     by_path = {f["Path"]: f for f in entries}
     files = []
     for path in select_files(sorted(by_path), include or source.allow_patterns):

@@ -30,6 +30,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ominix import config, kinds
+from ominix.hub.names import (
+    HF_PREFIX,
+    MANIFEST,
+    hf_repo_dir,
+    is_commit_hash,
+    is_repo_id,
+    is_sha256,
+    looks_like_path,
+    read_manifest,
+    repo_id_of_folder,
+)
 from ominix.registry import (
     Catalog,
     ModelEntry,
@@ -40,10 +51,6 @@ from ominix.registry import (
     make_custom_entry,
 )
 
-MANIFEST = ".ominix.json"
-_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".npz", ".bin", ".pt", ".pth", ".ckpt", ".onnx")
 
 
@@ -110,18 +117,15 @@ class ScanResult:
 # report when one snapshot link is broken, and a broken link is exactly what `verify` must report.
 
 
-def _hf_repo_dir(repo_id: str) -> Path:
-    return config.hf_hub_cache() / ("models--" + repo_id.replace("/", "--"))
-
-
 def _hf_repos() -> list[tuple[str, Path]]:
     root = config.hf_hub_cache()
     if not root.is_dir():
         return []
     repos = []
     for d in sorted(root.iterdir()):
-        if d.name.startswith("models--") and d.is_dir() and (d / "snapshots").is_dir():
-            repos.append((d.name[len("models--"):].replace("--", "/"), d))
+        repo_id = repo_id_of_folder(d.name)
+        if repo_id and d.is_dir() and (d / "snapshots").is_dir():
+            repos.append((repo_id, d))
     return repos
 
 
@@ -148,7 +152,7 @@ def _newest_snapshot(snapshots: Path) -> Path | None:
 
 
 def _entry_snapshot(entry: ModelEntry) -> Path | None:
-    repo_dir = _hf_repo_dir(entry.repo_id)
+    repo_dir = hf_repo_dir(entry.repo_id)
     snap = _hf_snapshot(repo_dir, entry.revision)
     if snap is None and entry.revision == "main":
         snap = _hf_snapshot(repo_dir, None)  # pulled at a pinned commit, no refs/main
@@ -182,14 +186,6 @@ def _unique_size(paths) -> int:
 # --- listing ----------------------------------------------------------------------------------
 
 
-def _read_manifest(folder: Path) -> dict | None:
-    try:
-        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("files"), dict) else None
-
-
 def _manual_present(entry: ModelEntry) -> bool:
     folder = entry.local_path
     return folder.is_dir() and any((folder / f).exists() for f in entry.source.files)
@@ -214,7 +210,7 @@ def list_installed(catalog: Catalog | None = None) -> list[InstalledModel]:
     store = config.models_dir()
     store_dirs = sorted(d for d in store.iterdir() if d.is_dir()) if store.is_dir() else []
     for folder in store_dirs:
-        manifest = _read_manifest(folder)
+        manifest = read_manifest(folder)
         if manifest is None:
             continue  # unfinished download (or a manual entry's folder, listed below)
         model_id = str(manifest.get("id") or folder.name)
@@ -270,11 +266,6 @@ class Located:
     repo_id: str | None = None
 
 
-def _is_path_like(name: str) -> bool:
-    return name.startswith(("/", "~", "./", "../")) or name in (".", "..") or os.sep in name and \
-        not _REPO_RE.match(name.split("@", 1)[0])
-
-
 def locate(name: str, catalog: Catalog | None = None) -> Located:
     """Resolve a model name; `path` is None when it is known but not installed. Raises
     UnknownModelError (with close matches) for a name that is nothing we know."""
@@ -282,7 +273,7 @@ def locate(name: str, catalog: Catalog | None = None) -> Located:
     name = name.strip()
     if not name:
         raise StoreError("no model name given")
-    if _is_path_like(name):
+    if looks_like_path(name):
         folder = Path(name).expanduser()
         return Located(str(folder), "folder", folder.resolve() if folder.is_dir() else None)
     entry = catalog.find(name)
@@ -296,14 +287,14 @@ def locate(name: str, catalog: Catalog | None = None) -> Located:
         folder = config.models_dir() / entry.id
         return Located(entry.id, "store", folder if (folder / MANIFEST).is_file() else None, entry)
     repo, _, revision = name.partition("@")
-    if _REPO_RE.match(repo):
+    if is_repo_id(repo):
         local = Path(name)
         if not revision and local.is_dir():  # a relative folder named like a repo wins, as in transformers
             return Located(name, "folder", local.resolve())
         entry = catalog.by_repo_id(repo)
-        snap = _hf_snapshot(_hf_repo_dir(repo), revision or (entry.revision if entry else None))
+        snap = _hf_snapshot(hf_repo_dir(repo), revision or (entry.revision if entry else None))
         if snap is None and not revision:
-            snap = _hf_snapshot(_hf_repo_dir(repo), None)
+            snap = _hf_snapshot(hf_repo_dir(repo), None)
         return Located(repo, "hugging_face", snap, entry, repo)
     folder = config.models_dir() / name
     if "/" not in name and (folder / MANIFEST).is_file():  # an ad-hoc pull's id, e.g. owner--repo
@@ -451,17 +442,17 @@ def _verify_hf(snapshot: Path, report: VerifyReport) -> None:
             continue
         report.files_checked += 1
         report.bytes_checked += blob.stat().st_size
-        if _HEX64.match(blob.name):
+        if is_sha256(blob.name):
             if _hash_file(blob, "sha256") != blob.name:
                 report.problems.append(f"{rel}: sha256 does not match (corrupted blob {blob.name[:12]}...)")
-        elif _HEX40.match(blob.name):
+        elif is_commit_hash(blob.name):
             if _hash_file(blob, "sha1") != blob.name:
                 report.problems.append(f"{rel}: git blob id does not match (corrupted blob {blob.name[:12]}...)")
     _check_index_shards(snapshot, report)
 
 
 def _verify_manifest(folder: Path, report: VerifyReport) -> None:
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder)
     if manifest is None:
         report.problems.append(f"{MANIFEST}: missing or unreadable (an unfinished download)")
         return
@@ -591,6 +582,10 @@ def _confine(target: Path, roots: list[Path], name: str) -> Path:
         raise StoreError(f"refusing to delete '{name}': {target} is not a folder")
     if target.resolve().parent != root.resolve():
         raise StoreError(f"refusing to delete '{name}': {target} resolves outside the store")
+    hf_cache = Path(os.path.abspath(roots[0]))
+    if target.name.startswith(".") or (target.parent == hf_cache and repo_id_of_folder(target.name) is None):
+        raise StoreError(f"refusing to delete '{name}': {target} is not a model (the store keeps models in "
+                         "models--owner--repo folders of the HF cache and in its own model folders)")
     return target
 
 
@@ -602,11 +597,11 @@ def removal_target(name: str, catalog: Catalog | None = None) -> Path:
     hf_root, store_root = config.hf_hub_cache(), config.models_dir()
     roots = [hf_root, store_root]
     catalog = catalog or load_catalog()
-    if _is_path_like(name):
+    if looks_like_path(name):
         target = Path(name).expanduser()
     elif (entry := catalog.find(name)) is not None:
         if entry.source_kind == "hugging_face":
-            target = _hf_repo_dir(entry.repo_id)
+            target = hf_repo_dir(entry.repo_id)
         elif entry.source_kind == "manual":
             target = entry.local_path
             if Path(os.path.abspath(target)).parent != Path(os.path.abspath(store_root)):
@@ -615,10 +610,10 @@ def removal_target(name: str, catalog: Catalog | None = None) -> Path:
                     f"store; delete them yourself (and forget the entry with `ominix registry remove {entry.id}`)")
         else:
             target = store_root / entry.id
-    elif _REPO_RE.match(name.split("@", 1)[0]):
+    elif is_repo_id(name.split("@", 1)[0]):
         if "@" in name:
             raise StoreError(f"`rm` removes a whole repo with all its revisions; drop '@...' from '{name}'")
-        target = _hf_repo_dir(name)
+        target = hf_repo_dir(name)
     elif "/" not in name and os.path.lexists(store_root / name):
         target = store_root / name
     else:
@@ -666,19 +661,20 @@ def _candidates(root: Path) -> list[tuple[Path, str | None]]:
         except OSError:
             return []
 
+    def hf_repo(d: Path) -> tuple[Path, str] | None:
+        repo_id = repo_id_of_folder(d.name)
+        snap = _hf_snapshot(d, None) if repo_id else None
+        return (snap, repo_id) if snap is not None else None
+
     for child in children(root):
-        if child.name.startswith("models--") and (child / "snapshots").is_dir():
-            snap = _hf_snapshot(child, None)
-            if snap is not None:
-                found.append((snap, child.name[len("models--"):].replace("--", "/")))
+        if child.name.startswith(HF_PREFIX):
+            found += [hf_repo(child)] if hf_repo(child) else []
         elif _is_model_folder(child):
             found.append((child, None))
         else:
             for grandchild in children(child):
-                if grandchild.name.startswith("models--") and (grandchild / "snapshots").is_dir():
-                    snap = _hf_snapshot(grandchild, None)
-                    if snap is not None:
-                        found.append((snap, grandchild.name[len("models--"):].replace("--", "/")))
+                if grandchild.name.startswith(HF_PREFIX):
+                    found += [hf_repo(grandchild)] if hf_repo(grandchild) else []
                 elif _is_model_folder(grandchild):
                     found.append((grandchild, f"{child.name}/{grandchild.name}"))
     return found
