@@ -26,7 +26,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ominix import kinds
 from ominix.api.app import APIError, check_auth, validation_message
-from ominix.api.openai import engine_error, events_until_done, keep_alive_of, read_request, sse, start_job
+from ominix.api.openai import (
+    MAX_MODEL_NAME, engine_error, events_until_done, keep_alive_of, read_body, read_request, sse, start_job,
+)  # fmt: skip
 from ominix.engine.pool import ModelNotFoundError
 from ominix.engine.job import Done, Failed
 
@@ -39,7 +41,7 @@ class ImageParams(BaseModel):
     """The fields generations and edits share (edits send them as multipart form fields)."""
 
     prompt: str
-    model: str
+    model: str = Field(max_length=MAX_MODEL_NAME)
     n: int = Field(1, ge=1, le=8)
     size: str | None = "auto"
     quality: str | None = None  # accepted, not used: quality is steps here
@@ -276,12 +278,7 @@ async def read_multipart(request: Request) -> tuple[dict, list[tuple[str, bytes]
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
         raise APIError(400, "images/edits expects multipart/form-data (image[] and prompt fields).")
-    limit = request.app.state.max_body_bytes
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise APIError(413, f"Request body too large (limit {limit} bytes).", code="request_too_large")
+    body = await read_body(request)
     message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + ctype.encode("latin-1") + b"\r\n\r\n" + bytes(body))
     if not message.is_multipart():
         raise APIError(400, "The multipart body could not be parsed.")
