@@ -25,9 +25,9 @@ class BenchError(Exception):
 
 
 def resolve_model(ref: str) -> Path:
-    """A checkpoint directory, or the installed directory of a catalog id / owner/repo."""
+    """A checkpoint directory or GGUF file, or the installed directory of a catalog id / owner/repo."""
     path = Path(ref).expanduser()
-    if path.is_dir():
+    if path.is_dir() or path.suffix == ".gguf" and path.is_file():
         return path
     from ominix.hub.store import StoreError, model_dir
     from ominix.registry import RegistryError
@@ -120,11 +120,13 @@ def run_bench(
     import mlx.core as mx
 
     from ominix import _blas
+    from ominix.engine.gguf import gguf_in, load_gguf_model
     from ominix.engine.load import LoadError, load_model
 
     start = time.perf_counter()
     try:
-        model, config = load_model(path, dtype=dtype)
+        gguf = gguf_in(path)
+        model, config = load_gguf_model(gguf, dtype=dtype) if gguf else load_model(path, dtype=dtype)
     except (LoadError, OSError, ValueError) as e:
         raise BenchError(f"cannot load {path}: {e}") from None
     load_s = time.perf_counter() - start

@@ -27,7 +27,7 @@ from ominix.registry import load_catalog
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
 DENSE_ENTRIES = ["qwen2-0.5b", "qwen2-7b", "qwen2-72b", "qwen3-0.6b", "qwen3-4b", "qwen3-8b",
-                 "qwen3-14b", "qwen3-72b", "mistral-7b", "glm4-9b", "minicpm-sala-9b"]  # fmt: skip
+                 "qwen3-14b", "qwen3-72b", "mistral-7b", "llama3.2-1b", "glm4-9b", "minicpm-sala-9b"]  # fmt: skip
 
 
 def shrink(config: dict) -> dict:

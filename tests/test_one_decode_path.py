@@ -56,14 +56,16 @@ LAYERS = {
     "engine imports no api, cli or web stack": (
         ["ominix.engine.worker", "ominix.engine.job", "ominix.engine.pool", "ominix.engine.embed", "ominix.engine.load",
          "ominix.engine.convert", "ominix.engine.llm.lane", "ominix.engine.llm.jobs", "ominix.engine.llm.chat",
-         "ominix.engine.llm.constrained", "ominix.bench"],
+         "ominix.engine.llm.constrained", "ominix.bench", "ominix.engine.gguf", "ominix.engine.gguf_quants",
+         "ominix.engine.gguf_tokenizer", "ominix.engine.gotemplate", "ominix.engine.ollama_model"],
         ["ominix.api", "ominix.cli", "fastapi", "starlette", "uvicorn"]),
     "hub, registry and kinds import no MLX and no engine": (
-        ["ominix.hub.download", "ominix.hub.store", "ominix.hub.sources", "ominix.registry", "ominix.entries", "ominix.kinds"],
+        ["ominix.hub.download", "ominix.hub.store", "ominix.hub.sources", "ominix.hub.ollama", "ominix.registry",
+         "ominix.entries", "ominix.kinds"],
         ["mlx", "ominix.engine", "ominix.models"]),
     "models import no engine": (
         ["ominix.models." + m for m in ("qwen3", "qwen2", "bert", "mistral", "glm4", "minicpm", "qwen3_moe",
-                                        "mixtral", "glm4_moe", "layers")],
+                                        "mixtral", "glm4_moe", "layers", "llama")],
         ["ominix.engine", "ominix.api", "ominix.cli"]),
 }
 

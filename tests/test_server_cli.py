@@ -44,6 +44,11 @@ def test_serve_command_preloads_and_answers(tmp_path):
         r = client.chat.completions.create(model=str(model), messages=[{"role": "user", "content": "hi"}], max_tokens=3)
         assert r.usage.completion_tokens >= 1
         assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 401
+        import ollama  # Ollama's API beside /v1 (`serve --port 11434` makes it a drop-in)
+
+        ollama_client = ollama.Client(host=f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer sk-cli"})
+        reply = ollama_client.chat(str(model), messages=[{"role": "user", "content": "hi"}], options={"num_predict": 3})
+        assert reply.done and reply.eval_count >= 1
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)

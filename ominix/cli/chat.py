@@ -9,7 +9,7 @@ from ominix.cli.common import app
 
 @app.command()
 def run(
-    model: str = typer.Argument(..., help="Catalog id, owner/repo or a local checkpoint directory."),
+    model: str = typer.Argument(..., help="Catalog id, owner/repo, a local checkpoint directory or a .gguf file."),
     prompt: str = typer.Argument(None, help="Answer this and exit; without it (on a terminal), chat."),
     max_tokens: int = typer.Option(2048, "--max-tokens", min=1, help="Most tokens per answer."),
     temp: float = typer.Option(None, "--temp", help="Sampling temperature (0 = greedy). Default: the model's."),
@@ -29,6 +29,7 @@ def run(
         prompt = f"{piped.rstrip()}\n\n{prompt}" if piped.strip() else prompt
     try:
         loaded = _load_for_run(model)
+        system = system or getattr(loaded[1], "default_system", None)  # an Ollama SYSTEM layer
         session = _ChatSession(*loaded, system=system, think=think, verbose=verbose)
         session.params = session.sampling_params(temp, top_p, seed)
         session.max_tokens = max_tokens
@@ -47,11 +48,21 @@ def run(
 
 
 def _load_for_run(name: str):
+    from pathlib import Path
+
     from ominix import _blas
     from ominix.cli.common import local_model
     from ominix.engine.load import load
+    from ominix.hub.ollama import claims
 
     _blas.warn_once_if_slow()
+    if claims(name):  # ollama:[HOST[:PORT]/][NAMESPACE/]NAME[:TAG]
+        from ominix.cli.ollama import local_or_pull
+
+        return load(local_or_pull(name))
+    file = Path(name).expanduser()
+    if file.suffix == ".gguf" and file.is_file():  # a GGUF file runs as it is
+        return load(file)
     return load(local_model(name, "run"))
 
 

@@ -39,6 +39,10 @@ def list_models(
         installed = [m for m in installed if m.entry is not None and m.entry.category == category]
     rows = [{**m.to_dict(), "installed": True, "runnable": can_run(m.entry) if m.entry else None}
             for m in installed]  # fmt: skip
+    if category in (None, "llm"):
+        from ominix.cli.ollama import installed_rows
+
+        rows += installed_rows()
     if show_all:
         have = {m.entry.id for m in installed if m.entry is not None}
         for entry in catalog.by_category(category) if category else catalog.entries:
@@ -80,6 +84,13 @@ def show(
     """Show a model's catalog entry and where (or whether) it is installed."""
     import json
 
+    from ominix.hub.ollama import claims
+
+    if claims(model):
+        from ominix.cli import ollama
+
+        return ollama.show(model, as_json)
+
     from ominix.hub import store
     from ominix.registry import load_catalog
 
@@ -96,6 +107,9 @@ def show(
     if installed:
         info.update(size_on_disk=installed.size_bytes, format=installed.format,
                     detected_quantization=installed.quantization, verified=installed.verified)
+    gguf_types = _gguf_types(path) if path else None
+    if gguf_types:
+        info["gguf"] = gguf_types  # per tensor type: kept as MLX affine or dequantized at load
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
@@ -123,8 +137,20 @@ def show(
         rows += [("on disk", f"{human_size(installed.size_bytes)}, {installed.format}, "
                              f"{installed.quantization or 'unknown precision'}"),
                  ("verified", verified_text(installed.verified))]
+    if gguf_types:
+        rows += [(f"GGUF {kind}", f"{v['tensors']} tensors, {v['loaded_as']}") for kind, v in gguf_types.items()]
     for key, value in rows:
         typer.echo(f"  {key:<14}{value}")
+
+
+def _gguf_types(path) -> dict | None:
+    """How loading treats each tensor type of an installed GGUF file (engine/gguf.py)."""
+    from pathlib import Path
+
+    from ominix.engine.gguf import describe, gguf_in, read_gguf
+
+    file = gguf_in(Path(path))
+    return describe(read_gguf(file)) if file else None
 
 
 @app.command()
@@ -165,6 +191,12 @@ def remove_model(
 ):
     """Delete a model's files (only ever inside the Hugging Face cache or the OminiX store)."""
     from ominix.hub import store
+    from ominix.hub.ollama import claims
+
+    if claims(model):
+        from ominix.cli import ollama
+
+        return ollama.remove(model, yes)
 
     with store_guard():
         target = store.removal_target(model)
@@ -273,15 +305,23 @@ def registry_import(file: str = typer.Argument(..., help="A catalog file (or a {
 
 @app.command()
 def pull(
-    model: str = typer.Argument(..., help="Catalog id, owner/repo\\[@revision], a Hugging Face URL or a file URL."),
+    model: str = typer.Argument(..., help="Catalog id, owner/repo\\[@revision], a Hugging Face URL, a file URL or ollama:NAME[:TAG]."),
     revision: str = typer.Option(None, "--revision", "-r", help="Branch, tag or commit to download."),
     include: list[str] = typer.Option(None, "--include", help="Only files matching this glob (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List files and sizes; download nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print progress events, one JSON object per line."),
+    insecure: bool = typer.Option(False, "--insecure", help="ollama: names: plain http to the registry."),
 ):
     """Download a model's weights: resumable, sha256-verified, in parallel."""
     import json
     import sys
+
+    from ominix.hub.ollama import claims
+
+    if claims(model):  # ollama:[HOST[:PORT]/][NAMESPACE/]NAME[:TAG]
+        from ominix.cli import ollama
+
+        return ollama.pull(model, insecure=insecure, as_json=as_json)
 
     from ominix.hub import download
     from ominix.registry import RegistryError

@@ -349,8 +349,14 @@ def load_model(
     path = Path(path)
     config = read_config(path)
     weights, origin = read_weights(path)
+    return assemble_model(config, weights, origin, dtype=dtype, lazy=lazy)
+
+
+def assemble_model(config: dict, weights: dict, origin: dict[str, str], *,
+                   dtype: str | mx.Dtype | None = None, lazy: bool = False):  # fmt: skip
+    """load_model's second half, for tensors read from any file format (see engine/gguf.py)."""
     checkpoint = checkpoint_float_dtype(weights)
-    config["_ominix"] = {"checkpoint_dtype": dtype_name(checkpoint)}
+    config.setdefault("_ominix", {})["checkpoint_dtype"] = dtype_name(checkpoint)
     model = build_model(config, weights, origin)
     del weights  # the module holds the only references now, so casting frees the originals
 
@@ -377,9 +383,18 @@ def load_model(
 
 
 def load(path: str | Path, *, dtype: str | mx.Dtype | None = None):
-    """(model, tokenizer) for a checkpoint directory."""
+    """(model, tokenizer) for a checkpoint directory, a GGUF file, or an Ollama model folder."""
+    from ominix.engine.gguf import gguf_in
     from ominix.engine.llm.tokenizer import TokenizerError, load_tokenizer
 
+    if (Path(path) / "ollama.json").is_file():  # pulled from Ollama's registry (hub/ollama.py)
+        from ominix.engine.ollama_model import load_ollama_folder
+
+        return load_ollama_folder(path, dtype=dtype)
+    if (gguf_file := gguf_in(path)) is not None:
+        from ominix.engine.gguf import load_gguf
+
+        return load_gguf(gguf_file, dtype=dtype)
     model, config = load_model(path, dtype=dtype)
     try:
         tokenizer = load_tokenizer(path)

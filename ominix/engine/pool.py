@@ -131,7 +131,8 @@ class ModelPool:
             raise ModelNotFoundError(
                 f"The model '{name}' does not exist or is not served here. Available models: {', '.join(ids)}", ids
             )
-        ref = self._locate(name) if self.use_catalog else self._folder(name)
+        ref = _ollama_ref(name) if self.use_catalog else None  # pulled from Ollama's registry
+        ref = ref or (self._locate(name) if self.use_catalog else self._folder(name))
         if ref is not None:
             return ref
         ids = [r.id for r in self.available()]
@@ -175,6 +176,8 @@ class ModelPool:
                     refs.setdefault(m.id, ModelRef(m.id, Path(m.path), getattr(m, "entry", None)))
             except Exception:  # a broken store must not take the model list down with it
                 pass
+            for ref in _ollama_refs():
+                refs.setdefault(ref.id, ref)
         return list(refs.values())
 
     def resident(self) -> dict[str, Resident]:
@@ -322,6 +325,30 @@ class ModelPool:
 _LOADER_STREAM = None
 
 
+def _ollama_ref(name: str) -> ModelRef | None:
+    """An installed model pulled from an Ollama registry, under Ollama's short name
+    (`qwen3:0.6b`; `ollama:` prefix and `:latest` optional)."""
+    from ominix.hub import ollama
+
+    try:
+        parsed = ollama.parse_name(name)
+        folder = ollama.local_model(name)
+    except (ollama.OllamaNameError, OSError, ValueError):
+        return None
+    return ModelRef(parsed.short(), folder.resolve()) if folder is not None else None
+
+
+def _ollama_refs() -> list[ModelRef]:
+    from ominix.hub import ollama
+
+    refs = []
+    for name in ollama.installed():
+        folder = ollama.local_model(str(name))
+        if folder is not None:
+            refs.append(ModelRef(name.short(), folder.resolve()))
+    return refs
+
+
 def is_model_folder(path: Path) -> bool:
     """A directory some kind can recognise (config.json, a diffusers or FunASR layout)."""
     return path.is_dir() and any((path / f).is_file() for f in ("config.json", "model_index.json", "config.yaml"))
@@ -350,7 +377,8 @@ def _gb(n: int) -> str:
 
 def estimate_bytes(path: Path) -> int:
     """Memory a model will take, from its weight files (read before loading)."""
-    files = list(Path(path).glob("*.safetensors")) or list(Path(path).glob("*.bin"))
+    files = (list(Path(path).glob("*.safetensors")) or list(Path(path).glob("*.gguf"))
+             or list(Path(path).glob("*.bin")))
     return sum(f.stat().st_size for f in files)
 
 

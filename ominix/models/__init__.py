@@ -15,6 +15,7 @@ ARCHITECTURES: dict[str, str] = {
     "qwen3": "ominix.models.qwen3",
     "qwen2": "ominix.models.qwen2",
     "bert": "ominix.models.bert",
+    "llama": "ominix.models.llama",
     "mistral": "ominix.models.mistral",
     "glm4": "ominix.models.glm4",
     "glm": "ominix.models.glm4",

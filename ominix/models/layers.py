@@ -116,6 +116,9 @@ def make_rope(
         return _yarn(dims, base, scaling, max_position_embeddings)
     if rope_type == "llama3":
         return _llama3(dims, base, scaling)
+    if rope_type == "frequency_factors":  # GGUF's rope_freqs: per-dimension divisors (llama.cpp)
+        inv_freq = 1.0 / (base ** (mx.arange(0, dims, 2, dtype=mx.float32) / dims))
+        return FrequencyRoPE(dims, inv_freq / mx.array(scaling["factors"], dtype=mx.float32))
     raise ValueError(f"rope_type '{rope_type}' is not supported (default, linear, yarn, llama3)")
 
 
