@@ -37,7 +37,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          ("whisper", "paraformer", "qwen3_asr", "funasr", "sensevoice", "fun_asr_nano")),
     Kind("tts", "a text-to-speech model", "tts", "ominix.engine.audio.speak:load", ("POST /v1/audio/speech",), ("say",),
          ("qwen3_tts", "gpt_sovits")),
-    Kind("image", "an image generation model", "image_gen", None,
+    Kind("image", "an image generation model", "image_gen", "ominix.engine.image.pipeline:load",
          ("POST /v1/images/generations", "POST /v1/images/edits"), ("image",)),
     Kind("vlm", "a vision chat model", "vlm", "ominix.engine.vlm:load", ("POST /v1/chat/completions",), ("run",),
          ("qwen3_vl", "moxin_vlm", "prismatic")),

@@ -113,6 +113,7 @@ def create_app(
 
     from ominix.api import audio as audio_routes
     from ominix.api import speech as speech_routes
+    from ominix.api import images as images_routes
     from ominix.api import metrics as metrics_routes
     from ominix.api import ollama as ollama_routes
     from ominix.api import openai as openai_routes
@@ -190,6 +191,7 @@ def create_app(
     app.include_router(openai_routes.router)
     app.include_router(audio_routes.router)
     app.include_router(speech_routes.router)  # /v1/audio/speech, voices
+    app.include_router(images_routes.router)
     app.include_router(metrics_routes.router)
     app.include_router(ollama_routes.router)  # Ollama's /api routes, beside /v1
     return app

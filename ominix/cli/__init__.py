@@ -6,7 +6,7 @@ what it needs inside its body so that `ominix list` or `ominix pull` never pay f
 
 from __future__ import annotations
 
-from ominix.cli import chat, models, ollama, server, speech, tts  # noqa: F401  (each registers its commands)
+from ominix.cli import chat, images, models, ollama, server, speech, tts  # noqa: F401  (each registers its commands)
 from ominix.cli.common import app
 
 

@@ -215,7 +215,6 @@ class _ChatSession:
             typer.echo(f"{name + ':':<21} {value}", err=True)
 
     def interactive(self) -> None:
-        import sys
 
         history = _line_editing()
         typer.echo("Send a message (/? for help)", err=True)

@@ -36,9 +36,17 @@ def serve(
         False, "--allow-load-paths", help="Let clients load any checkpoint directory they name (by "
         "default only catalog, installed and --model models)."),
     metrics_open: bool = typer.Option(False, "--metrics-open", help="Serve /metrics without the API key (for a scraper)."),
+    image_quantize: int = typer.Option(None, "--image-quantize", help="Quantize image models to 4 or 8 bits at load."),
 ):
     """Start the OpenAI-compatible HTTP server."""
+    import os
+
     import uvicorn
+
+    if image_quantize is not None:
+        if image_quantize not in (4, 8):
+            raise typer.BadParameter("4 or 8", param_hint="--image-quantize")
+        os.environ["OMINIX_IMAGE_QUANTIZE"] = str(image_quantize)  # read by the image loader
 
     from ominix import _blas
     from ominix.api.app import create_app

@@ -20,7 +20,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from ominix.engine.audio.ct2 import CT2Error, convert_ct2, is_ct2_whisper
+from ominix.engine.audio.ct2 import convert_ct2, is_ct2_whisper
 from ominix.engine.load import (
     INDEX_FILE,
     LoadError,

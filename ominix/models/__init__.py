@@ -37,6 +37,9 @@ ARCHITECTURES: dict[str, str] = {
     "qwen3_vl": "ominix.models.qwen3_vl",
     "moxin_vlm": "ominix.models.moxin_vlm",
     "prismatic": "ominix.models.moxin_vlm",
+    # image transformers (diffusers layout: recognised by model_index.json, see ominix/kinds.py)
+    "flux2": "ominix.models.flux2",
+    "zimage": "ominix.models.zimage",
 }
 
 

@@ -1,0 +1,119 @@
+"""The image job driven directly (as the worker will): seeds, batches, previews, sizes, errors,
+quantized loading (at load time and from a saved MLX-quantized checkpoint), text-encoder release."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ominix.engine.image.job import (
+    ImageJob, ImageRequest, ImageRequestError, PartialImage, Progress, run_job,
+)  # fmt: skip
+from ominix.engine.image.pipeline import Options, load_image_pipeline
+from tests.image_checkpoints import build_flux2_klein, build_zimage
+
+
+class Ticket:
+    def __init__(self):
+        self.events = []
+
+    def emit(self, event):
+        self.events.append(event)
+
+
+def psnr(a, b) -> float:
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imgjob")
+    return {"flux2": build_flux2_klein(root / "flux2", te_layers=28),
+            "zimage": build_zimage(root / "zimage")}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pipes(paths):
+    return {k: load_image_pipeline(p) for k, p in paths.items()}
+
+
+@pytest.mark.parametrize("family", ["flux2", "zimage"])
+def test_seed_and_batch(pipes, family):
+    pipe = pipes[family]
+    one = run_job(ImageJob(ImageRequest("a cat", n=1, width=32, height=24, steps=2, seed=5)), pipe)
+    again = run_job(ImageJob(ImageRequest("a cat", n=1, width=32, height=24, steps=2, seed=5)), pipe)
+    batch = run_job(ImageJob(ImageRequest("a cat", n=3, width=32, height=24, steps=2, seed=4)), pipe)
+    assert one.images[0].shape == (24, 32, 3) and one.images[0].dtype == np.uint8
+    np.testing.assert_array_equal(one.images[0], again.images[0])
+    assert len(batch.images) == 3
+    np.testing.assert_allclose(batch.images[1], one.images[0], atol=2)  # seed 4 + 1
+    assert not np.array_equal(batch.images[0], batch.images[1])
+
+
+def test_events_and_previews(pipes):
+    ticket = Ticket()
+    result = run_job(ImageJob(ImageRequest("a cat", width=32, height=32, steps=4, seed=1,
+                                           partial_images=2)), pipes["flux2"], ticket)  # fmt: skip
+    progress = [e for e in ticket.events if isinstance(e, Progress)]
+    partial = [e for e in ticket.events if isinstance(e, PartialImage)]
+    assert [p.step for p in progress] == [1, 2, 3, 4]
+    assert [p.index for p in partial] == [0, 1]
+    assert partial[0].images[0].shape == result.images[0].shape == (32, 32, 3)
+
+
+def test_errors(pipes):
+    pipe = pipes["flux2"]
+    m = pipe.multiple
+    with pytest.raises(ImageRequestError, match=rf"nearest valid size is {8 * m}x{4 * m}"):
+        run_job(ImageJob(ImageRequest("x", width=8 * m + 1, height=4 * m - 1)), pipe)
+    with pytest.raises(ImageRequestError, match="n must be"):
+        run_job(ImageJob(ImageRequest("x", n=9, width=32, height=32)), pipe)
+    with pytest.raises(ImageRequestError, match="prompt"):
+        run_job(ImageJob(ImageRequest("  ", width=32, height=32)), pipe)
+    with pytest.raises(ImageRequestError, match="too small"):
+        run_job(ImageJob(ImageRequest("x", width=32, height=32,
+                                      references=[np.zeros((20, 80, 3), np.uint8)])), pipe)  # fmt: skip
+    with pytest.raises(ImageRequestError, match="no reference"):
+        run_job(ImageJob(ImageRequest("x", width=32, height=32,
+                                      references=[np.zeros((64, 64, 3), np.uint8)])), pipes["zimage"])  # fmt: skip
+
+
+def test_edit_job(pipes):
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 256, (72, 100, 3), dtype=np.uint8)  # cropped to 72 x 100 -> multiples
+    req = ImageRequest("make it blue", width=48, height=32, steps=2, seed=3, references=[ref])
+    edited = run_job(ImageJob(req), pipes["flux2"])
+    plain = run_job(ImageJob(ImageRequest("make it blue", width=48, height=32, steps=2, seed=3)),
+                    pipes["flux2"])  # fmt: skip
+    assert edited.images[0].shape == (32, 48, 3)
+    assert not np.array_equal(edited.images[0], plain.images[0])  # the reference conditions it
+
+
+@pytest.mark.parametrize("family", ["flux2", "zimage"])
+def test_quantized_paths(paths, pipes, family, tmp_path):
+    """--quantize at load and a saved MLX-quantized checkpoint give the same images, close to
+    float: 8-bit above 30 dB PSNR, 4-bit above 15 dB (tiny random weights are a hard case)."""
+    from ominix.engine.image.convert import save_quantized
+
+    req = dict(prompt="a lighthouse", width=32, height=32, steps=2, seed=11)
+    base = run_job(ImageJob(ImageRequest(**req)), pipes[family]).images[0]
+    for bits, bound in ((8, 30), (4, 15)):
+        at_load = load_image_pipeline(paths[family], Options(quantize=bits))
+        got = run_job(ImageJob(ImageRequest(**req)), at_load).images[0]
+        saved = save_quantized(paths[family], tmp_path / f"q{bits}", bits=bits)
+        from_disk = load_image_pipeline(saved)
+        assert from_disk.describe()["transformer_bytes"] < pipes[family].describe()["transformer_bytes"]
+        again = run_job(ImageJob(ImageRequest(**req)), from_disk).images[0]
+        np.testing.assert_array_equal(got, again)
+        assert psnr(got, base) > bound, (bits, psnr(got, base))
+
+
+def test_release_text_encoder(paths, pipes):
+    released = load_image_pipeline(paths["zimage"], Options(release_text_encoder=True))
+    assert released.text_encoder is None
+    req = dict(prompt="a lighthouse", width=32, height=32, steps=2, seed=11)
+    a = run_job(ImageJob(ImageRequest(**req)), released).images[0]
+    b = run_job(ImageJob(ImageRequest(**req)), pipes["zimage"]).images[0]
+    np.testing.assert_array_equal(a, b)
+    assert released.text_encoder is None
