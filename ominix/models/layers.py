@@ -296,6 +296,24 @@ class MLP(nn.Module):
 # each token's experts inside one kernel, so no Python loop ever runs over experts.
 
 
+class DenseBlock(nn.Module):
+    """The pre-norm decoder layer of Llama, Mistral and Qwen (RMSNorm -> attention, RMSNorm ->
+    SwiGLU MLP). `attention` is what a family's attention adds: biases, q/k norms."""
+
+    def __init__(self, args, attention: dict | None = None, mlp_bias: bool = False):
+        super().__init__()
+        rope = make_rope(args.head_dim, args.rope_theta, args.rope_scaling, args.max_position_embeddings)
+        self.self_attn = Attention(args.hidden_size, args.num_attention_heads, args.num_key_value_heads,
+                                   args.head_dim, rope, **(attention or {}))
+        self.mlp = MLP(args.hidden_size, args.intermediate_size, bias=mlp_bias)
+        self.input_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
+        self.post_attention_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
+
+    def __call__(self, x: mx.array, mask=None, cache=None) -> mx.array:
+        h = x + self.self_attn(self.input_layernorm(x), mask, cache)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
 class SwitchLinear(nn.Module):
     """A bank of `num_experts` linear maps without bias; weight is [experts, out, in]."""
 

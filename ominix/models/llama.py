@@ -11,10 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import mlx.core as mx
-import mlx.nn as nn
 
-from ominix.models.layers import MLP, Attention, CausalLM, DecoderBody, make_rope, read_rope_config
+from ominix.models.layers import CausalLM, DecoderBody, DenseBlock, read_rope_config
 
 
 @dataclass
@@ -52,33 +50,9 @@ class ModelArgs:
         return cls(**args)
 
 
-class TransformerBlock(nn.Module):
-    def __init__(self, args: ModelArgs):
-        super().__init__()
-        rope = make_rope(
-            args.head_dim, args.rope_theta, args.rope_scaling, args.max_position_embeddings
-        )
-        self.self_attn = Attention(
-            args.hidden_size,
-            args.num_attention_heads,
-            args.num_key_value_heads,
-            args.head_dim,
-            rope,
-            qkv_bias=args.attention_bias,
-            o_bias=args.attention_bias,
-        )
-        self.mlp = MLP(args.hidden_size, args.intermediate_size, bias=args.mlp_bias)
-        self.input_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
-        self.post_attention_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
-
-    def __call__(self, x: mx.array, mask=None, cache=None) -> mx.array:
-        h = x + self.self_attn(self.input_layernorm(x), mask, cache)
-        return h + self.mlp(self.post_attention_layernorm(h))
-
-
 class LlamaModel(DecoderBody):
     def __init__(self, args: ModelArgs):
-        super().__init__(args, [TransformerBlock(args) for _ in range(args.num_hidden_layers)])
+        super().__init__(args, [DenseBlock(args, {"qkv_bias": args.attention_bias, "o_bias": args.attention_bias}, args.mlp_bias) for _ in range(args.num_hidden_layers)])
 
 
 class Model(CausalLM):

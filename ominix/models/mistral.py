@@ -7,9 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 
 import mlx.core as mx
-import mlx.nn as nn
 
-from ominix.models.layers import MLP, Attention, CacheSpec, CausalLM, DecoderBody, attention_mask, make_rope, read_rope_config
+from ominix.models.layers import CacheSpec, CausalLM, DecoderBody, DenseBlock, attention_mask, read_rope_config
 
 
 @dataclass
@@ -46,31 +45,9 @@ class ModelArgs:
         return cls(**args)
 
 
-class TransformerBlock(nn.Module):
-    def __init__(self, args: ModelArgs):
-        super().__init__()
-        rope = make_rope(
-            args.head_dim, args.rope_theta, args.rope_scaling, args.max_position_embeddings
-        )
-        self.self_attn = Attention(
-            args.hidden_size,
-            args.num_attention_heads,
-            args.num_key_value_heads,
-            args.head_dim,
-            rope,
-        )
-        self.mlp = MLP(args.hidden_size, args.intermediate_size)
-        self.input_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
-        self.post_attention_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
-
-    def __call__(self, x: mx.array, mask=None, cache=None) -> mx.array:
-        h = x + self.self_attn(self.input_layernorm(x), mask, cache)
-        return h + self.mlp(self.post_attention_layernorm(h))
-
-
 class MistralModel(DecoderBody):
     def __init__(self, args: ModelArgs):
-        super().__init__(args, [TransformerBlock(args) for _ in range(args.num_hidden_layers)])
+        super().__init__(args, [DenseBlock(args) for _ in range(args.num_hidden_layers)])
         self.sliding_window = args.sliding_window
 
     def mask(self, length: int, cache):

@@ -22,7 +22,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ominix.models import qwen3
-from ominix.models.layers import CacheSpec, attention_mask
+from ominix.models.layers import CacheSpec, DenseBlock, attention_mask
 
 
 def _known(cls, config: dict) -> dict:
@@ -127,7 +127,7 @@ class _Stack(nn.Module):
 
     def __init__(self, args: qwen3.ModelArgs):
         super().__init__()
-        self.layers = [qwen3.TransformerBlock(args) for _ in range(args.num_hidden_layers)]
+        self.layers = [DenseBlock(args, args.attention_options()) for _ in range(args.num_hidden_layers)]
         self.norm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
 
     def run(self, h: mx.array, cache=None) -> mx.array:
