@@ -6,6 +6,8 @@ layers from these pieces and keep only what is particular to it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +36,14 @@ def read_rope_config(config: dict) -> tuple[float, dict | None]:
     if "original_max_position_embeddings" in config:  # Phi3-style top-level value wins, as in HF
         merged["original_max_position_embeddings"] = config["original_max_position_embeddings"]
     return float(theta), {"rope_type": rope_type, **merged}
+
+
+def args_from_config(cls, config: dict):
+    """A ModelArgs dataclass from config.json: its known fields, rope read in either spelling."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    args = {k: v for k, v in config.items() if k in known}
+    args["rope_theta"], args["rope_scaling"] = read_rope_config(config)
+    return cls(**args)
 
 
 class FrequencyRoPE(nn.Module):

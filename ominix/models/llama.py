@@ -8,11 +8,10 @@ transformers' Llama has no sliding window, so a `sliding_window` key is ignored 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 
-from ominix.models.layers import CausalLM, DecoderBody, DenseBlock, read_rope_config
+from ominix.models.layers import CausalLM, DecoderBody, DenseBlock, args_from_config
 
 
 @dataclass
@@ -44,10 +43,7 @@ class ModelArgs:
 
     @classmethod
     def from_dict(cls, config: dict) -> "ModelArgs":
-        known = {f.name for f in dataclasses.fields(cls)}
-        args = {k: v for k, v in config.items() if k in known}
-        args["rope_theta"], args["rope_scaling"] = read_rope_config(config)
-        return cls(**args)
+        return args_from_config(cls, config)
 
 
 class LlamaModel(DecoderBody):

@@ -3,12 +3,11 @@ sliding-window attention when the config sets `sliding_window` (v0.1); v0.2/v0.3
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import mlx.core as mx
 
-from ominix.models.layers import CacheSpec, CausalLM, DecoderBody, DenseBlock, attention_mask, read_rope_config
+from ominix.models.layers import CacheSpec, CausalLM, DecoderBody, DenseBlock, attention_mask, args_from_config
 
 
 @dataclass
@@ -39,10 +38,7 @@ class ModelArgs:
 
     @classmethod
     def from_dict(cls, config: dict) -> "ModelArgs":
-        known = {f.name for f in dataclasses.fields(cls)}
-        args = {k: v for k, v in config.items() if k in known}
-        args["rope_theta"], args["rope_scaling"] = read_rope_config(config)
-        return cls(**args)
+        return args_from_config(cls, config)
 
 
 class MistralModel(DecoderBody):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 
-from ominix.models.layers import CausalLM, DecoderBody, DenseBlock, read_rope_config
+from ominix.models.layers import CausalLM, DecoderBody, DenseBlock, args_from_config
 
 
 @dataclass
@@ -41,10 +40,7 @@ class ModelArgs:
 
     @classmethod
     def from_dict(cls, config: dict) -> "ModelArgs":
-        known = {f.name for f in dataclasses.fields(cls)}
-        args = {k: v for k, v in config.items() if k in known}
-        args["rope_theta"], args["rope_scaling"] = read_rope_config(config)
-        return cls(**args)
+        return args_from_config(cls, config)
 
 
 class Qwen3Model(DecoderBody):
