@@ -168,3 +168,13 @@ def test_missing_files_are_clear_errors(bundle, tmp_path):
     (copy / "adaptor_phase3_final.safetensors").unlink()
     with pytest.raises(LoadError, match="no adaptor"):
         load_funasr_qwen4b(copy)
+
+
+def test_the_asr_loader_knows_the_bundle_by_its_files(bundle):
+    from ominix.engine.audio import asr
+    from ominix.engine.audio.funasr_qwen4b import FunASRQwen4BRecognizer
+
+    assert asr.model_type(bundle[0]) == "funasr_qwen4b"
+    recognizer, _ = asr.load(bundle[0])  # the crate's 8 adaptor heads
+    assert isinstance(recognizer, FunASRQwen4BRecognizer)
+    assert recognizer.audio_model.adaptor.layers[0].heads == 8
