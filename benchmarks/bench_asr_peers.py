@@ -94,7 +94,7 @@ def qwen3_asr_funasr_mlx(path: Path, samples, tokens: int, trials: int):
 # ---- Fun-ASR-Nano ----
 
 def fun_asr_nano_ominix(path: Path, samples, tokens: int, trials: int):
-    import ominix  # noqa: F401
+    import ominix  # noqa: F401  (BLAS preload first)
     from ominix.engine.audio.fun_asr_nano import load_fun_asr_nano
 
     recognizer = load_fun_asr_nano(_checkpoints().nano_mlx_community(path))
@@ -128,7 +128,7 @@ def fun_asr_nano_funasr_mlx(path: Path, samples, tokens: int, trials: int):
 # ---- SenseVoice-Small (CTC: no token budget) ----
 
 def sensevoice_ominix(path: Path, samples, tokens: int, trials: int):
-    import ominix  # noqa: F401
+    import ominix  # noqa: F401  (BLAS preload first)
     from ominix.engine.audio.funasr import load_sensevoice
 
     recognizer = load_sensevoice(path)

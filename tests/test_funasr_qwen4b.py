@@ -139,7 +139,7 @@ def test_pipeline_matches_funasr_torch_adaptor_and_transformers(bundle, ours, to
         np.testing.assert_allclose(np.array(ours.audio_model(mx.array(feats.numpy()))), adapted.numpy(), atol=2e-4, rtol=1e-3)
         embed = llm.get_input_embeddings()
         h = torch.cat([embed(torch.tensor([before])), adapted, embed(torch.tensor([after]))], dim=1)
-        want, past = [], None
+        want = []
         logits = llm(inputs_embeds=h, use_cache=True)
         for _ in range(30):  # 2.6 s: the budget is the 30-token floor
             token = int(logits.logits[0, -1].argmax())

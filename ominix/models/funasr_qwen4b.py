@@ -41,8 +41,9 @@ class AdaptorArgs:
     def from_weights(cls, weights: dict, num_heads: int = 8) -> "AdaptorArgs":
         hidden, input_dim = weights["input_proj.weight"].shape
         layers = {int(m.group(1)) for k in weights if (m := re.match(r"layers\.(\d+)\.", k))}
-        return cls(input_dim=int(input_dim), hidden_dim=int(hidden), output_dim=int(weights["output_proj.weight"].shape[0]),
-                   num_layers=len(layers), num_heads=num_heads, ffn_dim=int(weights["layers.0.ffn_linear1.weight"].shape[0]))
+        return cls(input_dim=int(input_dim), hidden_dim=int(hidden),
+                   output_dim=int(weights["output_proj.weight"].shape[0]), num_layers=len(layers),
+                   num_heads=num_heads, ffn_dim=int(weights["layers.0.ffn_linear1.weight"].shape[0]))
 
 
 class AdaptorLayer(nn.Module):
@@ -104,7 +105,8 @@ def encoder_conf(weights: dict, heads: int = 4) -> dict:
 
     dims = int(weights["after_norm.weight"].shape[0])
     return {"output_size": dims, "attention_heads": heads, "num_blocks": count("encoders") + 1,
-            "tp_blocks": count("tp_encoders"), "linear_units": int(weights["encoders0.0.feed_forward.w_1.weight"].shape[0]),
+            "tp_blocks": count("tp_encoders"),
+            "linear_units": int(weights["encoders0.0.feed_forward.w_1.weight"].shape[0]),
             "kernel_size": int(weights["encoders0.0.self_attn.fsmn_block.weight"].shape[-1])}
 
 
