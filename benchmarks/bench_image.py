@@ -53,7 +53,7 @@ def quantize(model) -> None:
                 class_predicate=lambda _, m: isinstance(m, nn.Linear) and m.weight.shape[-1] % 64 == 0)  # fmt: skip
 
 
-def ours(family: str, side: int, bits: int | None):
+def ours(family: str, side: int, bits: int | None, float_dtype: str | None = None):
     import mlx.core as mx
 
     from ominix.engine.image.pipeline import compute_dtypes
@@ -73,7 +73,7 @@ def ours(family: str, side: int, bits: int | None):
     if bits:
         quantize(model)
     device = mx.default_device()
-    weights, dtype = compute_dtypes(mx.bfloat16, bool(bits), None, device)
+    weights, dtype = compute_dtypes(mx.bfloat16, bool(bits), float_dtype, device)
     apply_compute_dtype(model, weights, device)
     mx.eval(model.parameters())
     if family == "flux2":
@@ -156,8 +156,9 @@ RUNTIMES = ("ominix", "mflux", "mlx-vlm")
 MLX_VLM_PYTHON = Path.home() / ".cache/ominix-test-venvs/mlx-vlm-0.7.10/bin/python"
 
 
-def measure(runtime: str, family: str, side: int, bits: int | None, repeats: int,
+def measure(runtime: str, family: str, side: int, precision: str, repeats: int,
             warmup: bool) -> dict:  # fmt: skip
+    bits = int(precision) if precision.isdigit() else None
     # Every runtime gets the same BLAS: importing ominix preloads it before mlx.core (ominix/_blas.py;
     # the peers would otherwise run MLX's bundled reference BLAS, ~20x slower: that would measure
     # the BLAS, not the implementation).
@@ -166,7 +167,10 @@ def measure(runtime: str, family: str, side: int, bits: int | None, repeats: int
 
     import mlx.core as mx
 
-    step = ours(family, side, bits) if runtime == "ominix" else peer(runtime, family, side, bits)
+    if runtime == "ominix":
+        step = ours(family, side, bits, "float32" if precision == "fp32" else None)
+    else:
+        step = peer(runtime, family, side, bits)
     weights_gb = mx.get_active_memory() / 1e9
     if warmup:  # a CPU has no kernels to compile; this only settles the allocator
         mx.eval(step())
@@ -177,7 +181,7 @@ def measure(runtime: str, family: str, side: int, bits: int | None, repeats: int
         start = time.perf_counter()
         mx.eval(step())
         times.append(time.perf_counter() - start)
-    float_name = "bf16" if runtime == "ominix" else "fp32"
+    float_name = precision if runtime == "ominix" else "fp32"
     return {"runtime": runtime, "family": family, "size": side,
             "precision": f"{bits}bit" if bits else float_name, "s_per_step": statistics.median(times),
             "peak_gb": mx.get_peak_memory() / 1e9, "weights_gb": weights_gb}  # fmt: skip
@@ -226,7 +230,9 @@ def main() -> None:
                         metavar=("RUNTIME", "FAMILY", "SIDE", "BITS", "REPEATS", "WARMUP"))  # fmt: skip
     parser.add_argument("--family", choices=["flux2", "zimage"], action="append")
     parser.add_argument("--res", type=int, action="append")
-    parser.add_argument("--bits", choices=["bf16", "4"], action="append")
+    parser.add_argument("--bits", choices=["bf16", "fp32", "4"], action="append",
+                        help="ours: bf16 weights (float32 compute), fp32 weights, or 4-bit; "
+                        "the peers run fp32 for both float rows")  # fmt: skip
     parser.add_argument("--runtime", choices=RUNTIMES[1:], action="append", help="peers to run")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-warmup", action="store_true", help="time the first step")
@@ -234,19 +240,25 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         runtime, family, side, bits, repeats, warmup = args.one
-        bits = None if bits == "bf16" else int(bits)
         print(json.dumps(measure(runtime, family, int(side), bits, int(repeats), warmup == "1")))
         return
-    rows = []
+    rows, peer_rows = [], {}
     for family in args.family or ["flux2", "zimage"]:
         for side in args.res or [512, 1024]:
-            for bits in args.bits or ["bf16", "4"]:
+            for bits in args.bits or ["bf16", "fp32", "4"]:
                 pair = {}
                 for runtime in ("ominix", *(args.runtime or RUNTIMES[1:])):
+                    peer_bits = "4" if bits == "4" else "fp32"  # a peer's float row is fp32
+                    key = (runtime, family, side, peer_bits)
+                    if runtime != "ominix" and key in peer_rows:
+                        pair[runtime] = peer_rows[key]
+                        continue
                     one = [runtime, family, str(side), bits, str(args.repeats)]
                     row = run_one(one + [str(int(not args.no_warmup))], args.timeout)
                     print(json.dumps(row), flush=True)
                     pair[runtime] = row
+                    if runtime != "ominix":
+                        peer_rows[key] = row
                 rows.append(pair)
     table(rows)
 
