@@ -14,7 +14,7 @@ sentences is the synthesizer's job):
 
 `language`: "zh" (Chinese with English words mixed in: the reference's "zh" mode), "all_zh" (same
 here), "en" (all English). Mixed text is cut into runs: a run of Latin words (with the digits,
-spaces and ASCII punctuation between them) is English; everything else is Chinese (digits touching
+spaces, ASCII punctuation and $ £ % / between them) is English; everything else is Chinese (digits touching
 Chinese text are read in Chinese). Each run is normalized (numbers, dates, units, punctuation) and
 turned into phones by its language (zh.py, en.py); Chinese runs get the BERT's hidden states
 (layer -3) spread over their phones by word2ph, English runs zeros. As the reference does, an
@@ -40,7 +40,7 @@ HIDDEN = 1024
 _LATIN = re.compile(r"[A-Za-z]")
 # From a letter to a letter through digits, spaces and ASCII punctuation, then any punctuation or
 # spaces right after it (the sentence mark after an English phrase belongs to it).
-_ENGLISH_RUN = re.compile(r"[A-Za-z](?:[A-Za-z0-9 '’\-.,!?:;]*[A-Za-z])?[ .,!?;:'\-。，！？、；：]*")
+_ENGLISH_RUN = re.compile(r"[A-Za-z](?:[A-Za-z0-9 '’\-.,!?:;$£%/]*[A-Za-z])?[ .,!?;:'\-。，！？、；：]*")
 _english_g2p: en.EnglishG2P | None = None
 
 
