@@ -88,9 +88,17 @@ def main(spec: dict) -> None:
         phones, word2ph, norm = clean_text(text, language, "v2")
         cleaned.append({"phones": phones, "word2ph": word2ph, "norm_text": norm})
     table = dict(line.rstrip("\n").split("\t") for line in open(GSV / "text" / "opencpop-strict.txt", encoding="utf-8"))
+    from text.english import _g2p
     from text.symbols2 import symbols
 
-    out = {"symbols": symbols, "sentences": sentences, "clean": cleaned, "opencpop": table, "text_dir": str(GSV / "text")}
+    predicted = [_g2p.predict(word) for word in spec["oov"]]
+    from text.en_normalization.expend import get_inflect
+
+    eng = get_inflect()
+    numbers = [[eng.number_to_words(n, andword=""), eng.number_to_words(n), eng.number_to_words(eng.ordinal(str(n)))]
+               for n in spec["numbers"]]  # fmt: skip
+
+    out = {"symbols": symbols, "predicted": predicted, "numbers": numbers, "sentences": sentences, "clean": cleaned, "opencpop": table, "text_dir": str(GSV / "text")}
     Path(spec["results"]).write_text(json.dumps(out, ensure_ascii=False))
     np.savez(spec["features"], **features)
 

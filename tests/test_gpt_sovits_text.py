@@ -22,7 +22,7 @@ from ominix.engine.audio import g2p
 from ominix.engine.audio.g2p import en, zh
 from ominix.engine.audio.g2p.bert import ChineseBert
 from ominix.engine.audio.g2p.symbols import to_ids
-from tests.gpt_sovits_venv import gpt_sovits_python
+from tests import gpt_sovits_venv
 
 HERE = Path(__file__).parent
 SENTENCES = [
@@ -40,7 +40,11 @@ SENTENCES = [
 CLEAN = [("你好，世界。", "zh"), ("一九四五年，老虎和蒙古包。", "zh"), ("小孩儿在胡同儿里玩儿。", "zh"),
          ("Hello world, ChatGPT and JSON in conda.", "en"), ("It's unbelievably fantabulous, Ubuntu.", "en"),
          ("会议从9:30开始，预计有1/3的人参加，气温25℃，长5km，-3度。", "zh"), ("电话13812345678，版本1.2.3，2024-03-05。", "zh"),
+         ("我们一起去看一看吧，这个老虎很好，你不要不理我。", "zh"), ("小朋友们在桌子上找到了一本书呢。", "zh"),
+         ("展览馆里有好多纸老虎和蒙古包，五五开。", "zh"), ("第一天，一段路，一天天，一个人。", "zh"),
          ("OK", "en"), ("The 3rd of 5 items costs 1,250 dollars.", "en")]  # fmt: skip
+OOV = ["zorbifax", "quindle", "blorptastic", "mxyzptlk"]  # words no dictionary has: the GRU model
+NUMBERS = list(range(0, 130)) + [999, 1000, 1001, 1005, 1250, 2000000005, 1234567, 10**12 + 7, 987654321012]
 # hidden 1024: the reference hard-codes 1024-wide zeros for English runs, so a mixed sentence needs it
 BERT_CONFIG = {"architectures": ["BertForMaskedLM"], "model_type": "bert", "hidden_size": 1024, "num_hidden_layers": 4,
                "num_attention_heads": 8, "intermediate_size": 128, "hidden_act": "gelu", "max_position_embeddings": 128,
@@ -73,9 +77,9 @@ def reference(tmp_path_factory):
     vocab = json.loads((bert_dir / "tokenizer.json").read_text())["model"]["vocab"]
     (bert_dir / "config.json").write_text(json.dumps({**BERT_CONFIG, "vocab_size": len(vocab)}))
     spec = {"seed": 0, "bert_dir": str(bert_dir), "sentences": [[s, "zh"] for s in SENTENCES],
-            "clean": CLEAN, "results": str(root / "ref.json"), "features": str(root / "ref.npz")}  # fmt: skip
+            "clean": CLEAN, "oov": OOV, "numbers": NUMBERS, "results": str(root / "ref.json"), "features": str(root / "ref.npz")}  # fmt: skip
     (root / "spec.json").write_text(json.dumps(spec, ensure_ascii=False))
-    done = subprocess.run([str(gpt_sovits_python()), str(HERE / "gpt_sovits_text_reference.py"), str(root / "spec.json")],
+    done = subprocess.run([str(gpt_sovits_venv.python()), str(HERE / "gpt_sovits_text_reference.py"), str(root / "spec.json")],
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     ref = json.loads((root / "ref.json").read_text())
@@ -115,6 +119,20 @@ def test_phones_and_bert_features_match_reference(reference, reference_english, 
     assert phones == want["phones"]
     assert features.shape == (1024, len(phones))
     np.testing.assert_allclose(np.array(features), feats[f"s{i}"], atol=1e-4, rtol=1e-4)
+
+
+def test_number_words_match_reference(reference):
+    _, ref, _ = reference
+    from ominix.engine.audio.g2p.en_norm import number_words, ordinal_words
+
+    ours = [[number_words(n, andword=""), number_words(n), ordinal_words(number_words(n))] for n in NUMBERS]
+    assert ours == ref["numbers"]
+
+
+def test_oov_model_matches_reference(reference):
+    _, ref, _ = reference
+    g = en.EnglishG2P(en.Dictionary())
+    assert [g.predict(w) for w in OOV] == ref["predicted"]
 
 
 def test_default_dictionary_and_oov_model():
