@@ -149,6 +149,14 @@ def test_symbol_table_matches_reference(reference):
     assert to_ids(["_", ",", "AA", "zh"]) == [ref["symbols"].index(s) for s in ["_", ",", "AA", "zh"]]
 
 
+def test_homographs_follow_the_part_of_speech(monkeypatch):
+    g = en.EnglishG2P()
+    monkeypatch.setattr(en, "_pos_tags", lambda words: ["PRP", "VBD", "NNS"])
+    assert g("I read books")[:4] == ["AY1", "R", "EH1", "D"]  # not VBP: the second pronunciation
+    monkeypatch.setattr(en, "_pos_tags", lambda words: [""] * len(words))  # no tagger data offline
+    assert g("I read books")[:4] == ["AY1", "R", "IY1", "D"]
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="language"):
         g2p.segment("你好", "ja")
