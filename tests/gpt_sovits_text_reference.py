@@ -83,6 +83,8 @@ def main(spec: dict) -> None:
         segments = [(s["lang"], s["text"]) for s in LangSegmenter.getTexts(text)] if language != "en" else []
         sentences.append({"phones": phones, "norm_text": norm, "segments": segments})
         features[f"s{i}"] = bert.float().numpy()
+    prepared = [pre.pre_seg_text(pre.replace_consecutive_punctuation(text), language, "cut0")  # as preprocess()
+                for text, language in spec["prepare"]]
     cleaned = []
     for text, language in spec["clean"]:
         phones, word2ph, norm = clean_text(text, language, "v2")
@@ -98,7 +100,7 @@ def main(spec: dict) -> None:
     numbers = [[eng.number_to_words(n, andword=""), eng.number_to_words(n), eng.number_to_words(eng.ordinal(str(n)))]
                for n in spec["numbers"]]  # fmt: skip
 
-    out = {"symbols": symbols, "predicted": predicted, "numbers": numbers, "sentences": sentences, "clean": cleaned, "opencpop": table, "text_dir": str(GSV / "text")}
+    out = {"symbols": symbols, "predicted": predicted, "prepared": prepared, "numbers": numbers, "sentences": sentences, "clean": cleaned, "opencpop": table, "text_dir": str(GSV / "text")}
     Path(spec["results"]).write_text(json.dumps(out, ensure_ascii=False))
     np.savez(spec["features"], **features)
 

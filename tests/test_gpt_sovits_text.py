@@ -44,6 +44,8 @@ CLEAN = [("你好，世界。", "zh"), ("一九四五年，老虎和蒙古包。
          ("展览馆里有好多纸老虎和蒙古包，五五开。", "zh"), ("第一天，一段路，一天天，一个人。", "zh"),
          ("OK", "en"), ("The 3rd of 5 items costs 1,250 dollars.", "en")]  # fmt: skip
 OOV = ["zorbifax", "quindle", "blorptastic", "mxyzptlk"]  # words no dictionary has: the GRU model
+PREPARE = [("你好", "zh"), ("今天天气很好", "zh"), ("hello world", "en"), ("好!!!", "zh"), ("真的吗？？", "zh"),
+           ("Yes... I know", "en"), ("我，很好", "zh")]  # fmt: skip
 NUMBERS = list(range(0, 130)) + [999, 1000, 1001, 1005, 1250, 2000000005, 1234567, 10**12 + 7, 987654321012]
 # hidden 1024: the reference hard-codes 1024-wide zeros for English runs, so a mixed sentence needs it
 BERT_CONFIG = {"architectures": ["BertForMaskedLM"], "model_type": "bert", "hidden_size": 1024, "num_hidden_layers": 4,
@@ -77,7 +79,7 @@ def reference(tmp_path_factory):
     vocab = json.loads((bert_dir / "tokenizer.json").read_text())["model"]["vocab"]
     (bert_dir / "config.json").write_text(json.dumps({**BERT_CONFIG, "vocab_size": len(vocab)}))
     spec = {"seed": 0, "bert_dir": str(bert_dir), "sentences": [[s, "zh"] for s in SENTENCES],
-            "clean": CLEAN, "oov": OOV, "numbers": NUMBERS, "results": str(root / "ref.json"), "features": str(root / "ref.npz")}  # fmt: skip
+            "clean": CLEAN, "oov": OOV, "prepare": PREPARE, "numbers": NUMBERS, "results": str(root / "ref.json"), "features": str(root / "ref.npz")}  # fmt: skip
     (root / "spec.json").write_text(json.dumps(spec, ensure_ascii=False))
     done = subprocess.run([str(gpt_sovits_venv.python()), str(HERE / "gpt_sovits_text_reference.py"), str(root / "spec.json")],
                           capture_output=True, text=True)  # fmt: skip
@@ -89,9 +91,9 @@ def reference(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference_english(reference):
     _, ref, _ = reference
-    g2p._english_g2p = en.EnglishG2P(en.Dictionary.from_rep(ref["text_dir"]))
+    g2p.use_english_dictionary(ref["text_dir"])
     yield
-    g2p._english_g2p = None
+    g2p.use_english_dictionary(None)
 
 
 def test_opencpop_table_matches_reference(reference):
@@ -127,6 +129,11 @@ def test_number_words_match_reference(reference):
 
     ours = [[number_words(n, andword=""), number_words(n), ordinal_words(number_words(n))] for n in NUMBERS]
     assert ours == ref["numbers"]
+
+
+def test_sentence_preparation_matches_reference(reference):
+    _, ref, _ = reference
+    assert [[g2p.prepare_sentence(t, lang)] for t, lang in PREPARE] == ref["prepared"]
 
 
 def test_oov_model_matches_reference(reference):
