@@ -197,6 +197,11 @@ def test_any_text_gives_aligned_output():
         assert features.shape == (1024, len(phones)) and all(0 <= p < len(g2p.SYMBOLS) for p in phones)
 
 
+def test_warm():
+    g2p.warm()
+    assert g2p._english_g2p is not None
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="language"):
         g2p.segment("你好", "ja")
