@@ -1,4 +1,4 @@
-"""Shared building blocks for decoder-only transformers: rope, attention, MLP, masks.
+"""Shared building blocks for transformers: rope, attention, MLP, masks, chunked attention.
 
 Everything here is parameterized by plain numbers so that a new architecture file can assemble its
 layers from these pieces and keep only what is particular to it.
@@ -445,3 +445,29 @@ def unfuse_experts(weights: dict, prefix: str, target: str = "switch_mlp") -> No
     weights[f"{prefix}.{target}.gate_proj.weight"] = gate
     weights[f"{prefix}.{target}.up_proj.weight"] = up
     weights[f"{prefix}.{target}.down_proj.weight"] = weights.pop(f"{prefix}.experts.down_proj")
+
+
+# Attention over long sequences (image transformers, VAEs): MLX's unfused attention path (the CPU
+# one) materialises the (batch, heads, queries, keys) score matrix and its softmax, 2 GB each for
+# FLUX.2 at 1024x1024 px. Splitting the queries into chunks of at most this many scores bounds
+# that to 256 MB (float32) at the same arithmetic; a fused kernel does not notice.
+ATTENTION_CHUNK_SCORES = 2**26
+
+
+def chunked_attention(q: mx.array, k: mx.array, v: mx.array, scale: float,
+                      mask: mx.array | None = None) -> mx.array:  # fmt: skip
+    """scaled_dot_product_attention (B, H, L, D) over query chunks; `mask` broadcasts over
+    queries (shape (..., 1, L_k)) or is a full (..., L_q, L_k) mask."""
+    b, h, n, _ = q.shape
+    rows = max(1, ATTENTION_CHUNK_SCORES // (b * h * k.shape[2]))
+    if n <= rows:
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
+    outs = []
+    for i in range(0, n, rows):
+        m = mask if mask is None or mask.shape[-2] == 1 else mask[..., i : i + rows, :]
+        out = mx.fast.scaled_dot_product_attention(q[:, :, i : i + rows], k, v, scale=scale, mask=m)
+        # Evaluated here: MLX allocates an op's output when it schedules it, ahead of the
+        # compute, so a lazy graph would hold every chunk's scores at once.
+        mx.eval(out)
+        outs.append(out)
+    return mx.concatenate(outs, axis=2)
