@@ -22,7 +22,6 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import mlx.core as mx
 import numpy as np
@@ -39,15 +38,37 @@ CONVERTED = ".ominix"
 HUBERT_DIR, BERT_DIR = "chinese-hubert-base", "chinese-roberta-wwm-ext-large"
 _MAGIC = 7051.0  # marks (and versions) the packed voice layout; exact in float32
 
-# (text, language) -> (phoneme ids, BERT features [len(ids), 1024])
-FrontEnd = Callable[[str, str | None], tuple[list[int], np.ndarray]]
+_LANGUAGES = {None: "zh", "auto": "zh", "zh": "zh", "chinese": "zh", "all_zh": "zh", "en": "en", "english": "en"}
+
+
+class FrontEnd:
+    """The text front end (engine/audio/g2p): text -> (phoneme ids, BERT features [len(ids), 1024]).
+    `language` None / "auto" / "zh" reads Chinese with English words mixed in; "en" all English."""
+
+    def __init__(self, bert):
+        self.bert = bert  # g2p.bert.ChineseBert, or None for zero features
+
+    @staticmethod
+    def language(language: str | None) -> str:
+        key = language.lower() if isinstance(language, str) else None
+        if key not in _LANGUAGES:
+            raise VoiceError(f"GPT-SoVITS speaks zh (Chinese, with English words) or en, not '{language}'")
+        return _LANGUAGES[key]
+
+    def phones(self, text: str, language: str | None = None) -> list[int]:
+        from ominix.engine.audio.g2p import text_features
+
+        return list(text_features(text, self.language(language), None)[0])
+
+    def __call__(self, text: str, language: str | None = None) -> tuple[list[int], np.ndarray]:
+        from ominix.engine.audio.g2p import text_features
+
+        phones, features, _ = text_features(text, self.language(language), self.bert)
+        return list(phones), np.array(features.astype(mx.float32)).T
 
 
 # --- files and the one-time conversion -------------------------------------------------------
 
-
-def is_gpt_sovits_folder(path: Path) -> bool:
-    return (path / HUBERT_DIR).is_dir() and any(path.rglob("*.ckpt")) and any(path.rglob("*.pth"))
 
 
 def _one(path: Path, pattern: str, preferred: str, what: str) -> Path:
@@ -164,7 +185,8 @@ class GPTSoVITS:
         return {"gpt": self.gpt.parameters(), "sovits": self.sovits.parameters(), "hubert": self.hubert.parameters()}
 
     def encode(self, text: str) -> list[int]:
-        return list(self.front(text, None)[0])
+        """The phoneme ids (usage counts them; no BERT run)."""
+        return self.front.phones(text)
 
     def reference_codes(self, wav16: np.ndarray) -> list[int]:
         """The prompt's semantic tokens: cnhubert of the clip + 0.3 * 32000 zeros (as the reference pads)."""
@@ -264,4 +286,6 @@ def load_gpt_sovits(path: str | Path, front: FrontEnd | None = None) -> GPTSoVIT
 
 
 def default_front_end(bert_dir: Path) -> FrontEnd:
-    raise LoadError("the GPT-SoVITS text front end (phonemes + BERT features) is not in this build yet")
+    from ominix.engine.audio.g2p.bert import ChineseBert
+
+    return FrontEnd(ChineseBert.load(bert_dir))
