@@ -101,7 +101,9 @@ def _build(path: str | Path):
     config = read_config(path)
     weights, origin = read_weights(path)
     model = build_model(config, weights, origin)
-    mx.eval(model.parameters())
+    # Evaluate also the non-parameter tables (the GPT's sine positions): arrays left lazy here
+    # would belong to the loader thread's stream and fail on the worker.
+    mx.eval(model.parameters(), [v for v in model.values() if isinstance(v, mx.array)])
     return model
 
 
