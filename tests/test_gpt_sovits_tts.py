@@ -157,3 +157,35 @@ def test_bad_reference_clips_are_400(server, files, data, needle):
                    timeout=120)  # fmt: skip
     assert r.status_code == 400, r.text
     assert needle in r.json()["error"]["message"]
+
+
+def test_pull_says_which_files_go_where_and_verify_checks_them(folder, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from ominix import registry
+
+    entry = registry.load_catalog().get("gpt-sovits")
+    env = {**os.environ, "HOME": str(tmp_path), "OMINIX_HOME": str(tmp_path / ".ominix"), "COLUMNS": "200"}
+    env.pop("OMINIX_REGISTRY", None)
+
+    def ominix(*args):
+        return subprocess.run([sys.executable, "-m", "ominix", *args], env=env, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+
+    where = tmp_path / ".ominix" / "models" / "gpt-sovits"
+    result = ominix("pull", "gpt-sovits")
+    assert result.returncode == 1 and "huggingface.co/lj1995/GPT-SoVITS" in result.stderr
+    for f in entry.source.files:
+        assert str(where / f) in result.stderr
+    shutil.copytree(folder, where, ignore=shutil.ignore_patterns(".ominix"))
+    assert sorted(str(p.relative_to(where)) for p in where.rglob("*") if p.is_file()) == sorted(
+        [*entry.source.files, "chinese-hubert-base/preprocessor_config.json"])  # the fixture is the published layout
+    result = ominix("pull", "gpt-sovits")
+    assert result.returncode == 0, result.stderr
+    result = ominix("verify", "gpt-sovits")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (where / "chinese-hubert-base" / "pytorch_model.bin").unlink()
+    assert ominix("verify", "gpt-sovits").returncode != 0
