@@ -7,7 +7,7 @@ end-to-end tests:
     chinese-roberta-wwm-ext-large/{config.json, tokenizer.json, pytorch_model.bin}
 
 The GPT, SoVITS and cnhubert checkpoints are made by the reference's own classes in its venv
-(tests/gpt_sovits_reference.py, tests/sovits_reference.py); the BERT is transformers'
+(tests/gpt_sovits_reference.py, tests/sovits_reference.py, in one process); the BERT is transformers'
 BertForMaskedLM with a character WordPiece tokenizer. Widths are tiny where the architecture lets
 them be; the GPT reads real phoneme ids (732 symbols) and 1024 semantic codes + EOS.
 """
@@ -73,17 +73,16 @@ def build_folder(root: Path) -> Path:
     scratch = root / "scratch"
     scratch.mkdir(exist_ok=True)
     np.save(scratch / "bert.npy", np.zeros((4, 1024), np.float32))
-    _run_reference("gpt_sovits_reference.py", {
-        "seed": 5, "config": GPT_CONFIG, "ckpt": str(model / GPT_FILE), "results": str(scratch / "gpt.npz"),
-        "phones": [1, 2, 3, 4], "prompt": [7, 8], "bert": str(scratch / "bert.npy"), "max_tokens": 5}, scratch)  # fmt: skip
+    gpt = {"seed": 5, "config": GPT_CONFIG, "ckpt": str(model / GPT_FILE), "results": str(scratch / "gpt.npz"),
+           "phones": [1, 2, 3, 4], "prompt": [7, 8], "bert": str(scratch / "bert.npy"), "max_tokens": 5}  # fmt: skip
     for name, a in {"wav16": np.zeros(16000, np.float32), "wav32": np.zeros(32000, np.float32),
                     "noise": np.zeros((1, SOVITS_CONFIG["model"]["inter_channels"], 4), np.float32)}.items():  # fmt: skip
         np.save(scratch / f"{name}.npy", a)
     _run_reference("sovits_reference.py", {
         "seed": 6, "hubert_config": HUBERT_CONFIG, "hubert_dir": str(model / "chinese-hubert-base"),
         "sovits_config": SOVITS_CONFIG, "sovits_path": str(model / SOVITS_FILE), "phones": [1, 2, 3], "codes": [1, 2],
-        "results": str(scratch / "sovits.npz"), **{k: str(scratch / f"{k}.npy") for k in ("wav16", "wav32", "noise")}},
-        scratch)  # fmt: skip
+        "results": str(scratch / "sovits.npz"), "gpt": gpt,
+        **{k: str(scratch / f"{k}.npy") for k in ("wav16", "wav32", "noise")}}, scratch)  # fmt: skip
     write_bert(model / "chinese-roberta-wwm-ext-large")
     shutil.rmtree(scratch)
     return model

@@ -100,6 +100,11 @@ def build_sovits(spec: dict) -> SynthesizerTrn:
 
 
 def main(spec: dict) -> None:
+    if "gpt" in spec:  # also the GPT checkpoint, in this same process (one torch start-up)
+        sys.path.insert(0, str(Path(__file__).parent))
+        import gpt_sovits_reference
+
+        gpt_sovits_reference.main(spec["gpt"])
     torch.manual_seed(spec["seed"])
     hubert = build_hubert(spec)
     sovits = build_sovits(spec)

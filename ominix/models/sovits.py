@@ -65,6 +65,53 @@ class ModelArgs:
         return args
 
 
+class Conv1d(nn.Conv1d):
+    """nn.Conv1d computed as one matmul over the k shifted copies of the input (im2col): on a CPU
+    MLX's direct convolution is 10-50x slower for these long, narrow HiFi-GAN signals, and a
+    matmul is what a GPU does best anyway. Same parameters (`weight` [out, k, in], `bias`)."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+                 bias: bool = True):  # fmt: skip
+        super().__init__(cin, cout, k, stride=stride, padding=padding, dilation=dilation, bias=bias)
+        self.k, self.s, self.p, self.d = k, stride, padding, dilation
+
+    def __call__(self, x: mx.array) -> mx.array:
+        w = self.weight
+        if self.k == 1 and self.s == 1:
+            out = x @ w[:, 0].T
+        else:
+            if self.p:
+                x = mx.pad(x, [(0, 0), (self.p, self.p), (0, 0)])
+            n = (x.shape[1] - self.d * (self.k - 1) - 1) // self.s + 1
+            taps = [x[:, i * self.d : i * self.d + (n - 1) * self.s + 1 : self.s] for i in range(self.k)]
+            out = mx.concatenate(taps, axis=-1) @ w.reshape(w.shape[0], -1).T
+        return out + self.bias if "bias" in self else out
+
+
+class ConvTranspose1d(nn.ConvTranspose1d):
+    """nn.ConvTranspose1d as one matmul and an overlap-add: each input step gives k output samples
+    starting at its step x stride (k padded up to a multiple of the stride), then `padding` is
+    trimmed from both ends, as torch does."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int, padding: int = 0):
+        super().__init__(cin, cout, k, stride=stride, padding=padding)
+        self.k, self.s, self.p = k, stride, padding
+
+    def __call__(self, x: mx.array) -> mx.array:
+        B, T, _ = x.shape
+        k, s, w = self.k, self.s, self.weight  # [out, k, in]
+        blocks = -(-k // s)
+        y = (x @ w.reshape(-1, w.shape[-1]).T).reshape(B, T, w.shape[0], k)
+        y = mx.pad(y, [(0, 0), (0, 0), (0, 0), (0, blocks * s - k)])
+        out = 0
+        for c in range(blocks):  # block c of each step lands c steps later
+            part = y[..., c * s : (c + 1) * s]
+            out = out + mx.pad(part, [(0, 0), (c, blocks - 1 - c), (0, 0), (0, 0)])
+        out = out.transpose(0, 1, 3, 2).reshape(B, (T + blocks - 1) * s, -1)
+        length = (T - 1) * s + k - 2 * self.p
+        return out[:, self.p : self.p + length] + self.bias
+
+
 def mish(x):
     return x * mx.tanh(nn.softplus(x))
 
@@ -101,10 +148,10 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, channels: int, out_channels: int, heads: int, window: int | None = None):
         super().__init__()
         self.heads, self.window = heads, window
-        self.conv_q = nn.Conv1d(channels, channels, 1)
-        self.conv_k = nn.Conv1d(channels, channels, 1)
-        self.conv_v = nn.Conv1d(channels, channels, 1)
-        self.conv_o = nn.Conv1d(channels, out_channels, 1)
+        self.conv_q = Conv1d(channels, channels, 1)
+        self.conv_k = Conv1d(channels, channels, 1)
+        self.conv_v = Conv1d(channels, channels, 1)
+        self.conv_o = Conv1d(channels, out_channels, 1)
         if window is not None:
             d = channels // heads
             self.emb_rel_k = mx.zeros((1, 2 * window + 1, d))
@@ -143,8 +190,8 @@ class FFN(nn.Module):
     def __init__(self, channels: int, filter_channels: int, kernel: int):
         super().__init__()
         self.kernel = kernel
-        self.conv_1 = nn.Conv1d(channels, filter_channels, kernel)
-        self.conv_2 = nn.Conv1d(filter_channels, channels, kernel)
+        self.conv_1 = Conv1d(channels, filter_channels, kernel)
+        self.conv_2 = Conv1d(filter_channels, channels, kernel)
 
     def _pad(self, x):  # "same": (k-1)//2 left, k//2 right
         k = self.kernel
@@ -175,9 +222,9 @@ class MRTE(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.cross_attention = MultiHeadAttention(MRTE_HIDDEN, MRTE_HIDDEN, MRTE_HEADS)
-        self.c_pre = nn.Conv1d(channels, MRTE_HIDDEN, 1)
-        self.text_pre = nn.Conv1d(channels, MRTE_HIDDEN, 1)
-        self.c_post = nn.Conv1d(MRTE_HIDDEN, channels, 1)
+        self.c_pre = Conv1d(channels, MRTE_HIDDEN, 1)
+        self.text_pre = Conv1d(channels, MRTE_HIDDEN, 1)
+        self.c_post = Conv1d(MRTE_HIDDEN, channels, 1)
 
     def __call__(self, ssl, text, ge):
         ssl = self.c_pre(ssl)
@@ -189,13 +236,13 @@ class TextEncoder(nn.Module):
         super().__init__()
         h, f = a.hidden_channels, a.filter_channels
         self.out_channels = a.inter_channels
-        self.ssl_proj = nn.Conv1d(SSL_DIM, h, 1)
+        self.ssl_proj = Conv1d(SSL_DIM, h, 1)
         self.encoder_ssl = AttentionEncoder(h, f, a.n_heads, a.n_layers // 2, a.kernel_size)
         self.encoder_text = AttentionEncoder(h, f, a.n_heads, a.n_layers, a.kernel_size)
         self.text_embedding = nn.Embedding(a.n_symbols, h)
         self.mrte = MRTE(h)
         self.encoder2 = AttentionEncoder(h, f, a.n_heads, a.n_layers // 2, a.kernel_size)
-        self.proj = nn.Conv1d(h, 2 * a.inter_channels, 1)
+        self.proj = Conv1d(h, 2 * a.inter_channels, 1)
 
     def __call__(self, ssl, phones, ge):
         """ssl [1, T, 768] (quantized, 50 Hz), phones [1, Tx] -> (m, logs) [1, T, inter] each."""
@@ -220,7 +267,7 @@ class Linear(nn.Module):  # LinearNorm: a Linear under `.fc`
 class GLUConv(nn.Module):  # Conv1dGLU: conv1.conv
     def __init__(self, channels: int, kernel: int):
         super().__init__()
-        self.conv1 = {"conv": nn.Conv1d(channels, 2 * channels, kernel, padding=(kernel - 1) // 2)}
+        self.conv1 = {"conv": Conv1d(channels, 2 * channels, kernel, padding=(kernel - 1) // 2)}
 
     def __call__(self, x):
         a, b = mx.split(self.conv1["conv"](x), 2, axis=-1)
@@ -269,10 +316,10 @@ class WN(nn.Module):
     def __init__(self, hidden: int, kernel: int, dilation_rate: int, layers: int, gin: int):
         super().__init__()
         self.hidden = hidden
-        self.cond_layer = nn.Conv1d(gin, 2 * hidden * layers, 1)
-        self.in_layers = [nn.Conv1d(hidden, 2 * hidden, kernel, dilation=dilation_rate**i,
+        self.cond_layer = Conv1d(gin, 2 * hidden * layers, 1)
+        self.in_layers = [Conv1d(hidden, 2 * hidden, kernel, dilation=dilation_rate**i,
                                     padding=(kernel * dilation_rate**i - dilation_rate**i) // 2) for i in range(layers)]  # fmt: skip
-        self.res_skip_layers = [nn.Conv1d(hidden, 2 * hidden if i < layers - 1 else hidden, 1) for i in range(layers)]
+        self.res_skip_layers = [Conv1d(hidden, 2 * hidden if i < layers - 1 else hidden, 1) for i in range(layers)]
 
     def __call__(self, x, g):
         h, out = self.hidden, 0.0
@@ -292,9 +339,9 @@ class CouplingLayer(nn.Module):
     def __init__(self, channels: int, hidden: int, kernel: int, dilation_rate: int, layers: int, gin: int):
         super().__init__()
         self.half = channels // 2
-        self.pre = nn.Conv1d(self.half, hidden, 1)
+        self.pre = Conv1d(self.half, hidden, 1)
         self.enc = WN(hidden, kernel, dilation_rate, layers, gin)
-        self.post = nn.Conv1d(hidden, self.half, 1)  # mean only
+        self.post = Conv1d(hidden, self.half, 1)  # mean only
 
     def reverse(self, x, g):
         x0, x1 = x[..., : self.half], x[..., self.half :]
@@ -326,8 +373,8 @@ class Flow(nn.Module):
 class ResBlock(nn.Module):
     def __init__(self, channels: int, kernel: int, dilations):
         super().__init__()
-        self.convs1 = [nn.Conv1d(channels, channels, kernel, dilation=d, padding=(kernel * d - d) // 2) for d in dilations]
-        self.convs2 = [nn.Conv1d(channels, channels, kernel, padding=(kernel - 1) // 2) for _ in dilations]
+        self.convs1 = [Conv1d(channels, channels, kernel, dilation=d, padding=(kernel * d - d) // 2) for d in dilations]
+        self.convs2 = [Conv1d(channels, channels, kernel, padding=(kernel - 1) // 2) for _ in dilations]
 
     def __call__(self, x):
         for c1, c2 in zip(self.convs1, self.convs2):
@@ -339,13 +386,13 @@ class Generator(nn.Module):
     def __init__(self, a: ModelArgs):
         super().__init__()
         c0 = a.upsample_initial_channel
-        self.conv_pre = nn.Conv1d(a.inter_channels, c0, 7, padding=3)
-        self.ups = [nn.ConvTranspose1d(c0 // 2**i, c0 // 2 ** (i + 1), k, stride=u, padding=(k - u) // 2)
+        self.conv_pre = Conv1d(a.inter_channels, c0, 7, padding=3)
+        self.ups = [ConvTranspose1d(c0 // 2**i, c0 // 2 ** (i + 1), k, stride=u, padding=(k - u) // 2)
                     for i, (u, k) in enumerate(zip(a.upsample_rates, a.upsample_kernel_sizes))]  # fmt: skip
         self.resblocks = [ResBlock(c0 // 2 ** (i + 1), k, d) for i in range(len(self.ups))
                           for k, d in zip(a.resblock_kernel_sizes, a.resblock_dilation_sizes)]  # fmt: skip
-        self.conv_post = nn.Conv1d(c0 // 2 ** len(self.ups), 1, 7, padding=3, bias=False)
-        self.cond = nn.Conv1d(a.gin_channels, c0, 1)
+        self.conv_post = Conv1d(c0 // 2 ** len(self.ups), 1, 7, padding=3, bias=False)
+        self.cond = Conv1d(a.gin_channels, c0, 1)
         self.kernels = len(a.resblock_kernel_sizes)
 
     def __call__(self, z, g):
@@ -396,7 +443,7 @@ class Model(nn.Module):
         self.dec = Generator(args)
         self.flow = Flow(args)
         self.ref_enc = MelStyleEncoder(STYLE_BINS, args.gin_channels)
-        self.ssl_proj = nn.Conv1d(SSL_DIM, SSL_DIM, 2, stride=2)
+        self.ssl_proj = Conv1d(SSL_DIM, SSL_DIM, 2, stride=2)
         self.quantizer = ResidualVQ(args.codebook_size, SSL_DIM)
 
     @property
