@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import mlx.nn as nn
 
+from ominix.models.layers import MatmulConv1d
+
 
 @dataclass
 class ModelArgs:
@@ -54,7 +56,7 @@ def fold_weight_norm(g: mx.array, v: mx.array, dim: int) -> mx.array:
 class ConvLayer(nn.Module):
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, bias: bool, norm: bool):
         super().__init__()
-        self.conv = nn.Conv1d(cin, cout, kernel, stride=stride, bias=bias)
+        self.conv = MatmulConv1d(cin, cout, kernel, stride=stride, bias=bias)
         if norm:  # GroupNorm with one group per channel: each channel normalized over time
             self.layer_norm = nn.GroupNorm(cout, cout, eps=1e-5, affine=True, pytorch_compatible=True)
 
