@@ -27,6 +27,7 @@ import mlx.core as mx
 import numpy as np
 
 from ominix.engine.audio import gpt_sovits as gs
+from ominix.engine.audio.g2p import PAUSE_MARKS
 from ominix.engine.audio.synth import SynthesisOptions, VoiceError
 from ominix.engine.load import LoadError
 
@@ -60,10 +61,15 @@ class FrontEnd:
 
         return list(text_features(text, self.language(language), None)[0])
 
-    def __call__(self, text: str, language: str | None = None) -> tuple[list[int], np.ndarray]:
-        from ominix.engine.audio.g2p import text_features
+    def __call__(self, text: str, language: str | None = None, first: bool | None = None) -> tuple[list[int], np.ndarray]:
+        """`first`: a sentence of a request (True for its first), prepared as the reference's
+        TextPreprocessor does; None: the text as it is (the voice's transcript)."""
+        from ominix.engine.audio.g2p import prepare_sentence, text_features
 
-        phones, features, _ = text_features(text, self.language(language), self.bert)
+        lang = self.language(language)
+        if first is not None:
+            text = prepare_sentence(text, lang, first)
+        phones, features, _ = text_features(text, lang, self.bert)
         return list(phones), np.array(features.astype(mx.float32)).T
 
 
@@ -209,7 +215,7 @@ class GPTSoVITS:
         text = (text or "").strip()
         if not text:
             raise VoiceError("GPT-SoVITS needs the reference clip's transcript: send it as form field 'text'")
-        if text[-1] not in ",.;?!、，。？！；：…:":
+        if text[-1] not in PAUSE_MARKS:
             text += "。"  # the reference ends an unpunctuated transcript so
         phones, bert = self.front(text, None)
         codes = self.reference_codes(resample(audio, SAMPLE_RATE, SSL_RATE))
@@ -236,7 +242,7 @@ class Synthesis:
         self.seed = seed
 
     def _start(self) -> None:
-        phones, bert = self.tts.front(self.text, self.options.language)
+        phones, bert = self.tts.front(self.text, self.options.language, first=self.options.sentence == 0)
         self.phones = list(phones)
         v = self.voice
         all_bert = np.concatenate([v.bert, np.asarray(bert, np.float32)], axis=0)

@@ -93,7 +93,7 @@ class SpeakJob(StepJob):
             return False
         # Seeds differ per sentence (else every sentence would repeat the same random choices).
         seed = None if self.options.seed is None else self.options.seed + self.index
-        self.current = self.tts.synthesis(self.sentences[self.index], replace(self.options, seed=seed))
+        self.current = self.tts.synthesis(self.sentences[self.index], replace(self.options, seed=seed, sentence=self.index))
         return True
 
     def step(self) -> bool:
