@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,6 @@ def prepare(path: str | Path) -> Path:
             return out
     except (OSError, ValueError):
         pass
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".ominix-", dir=path))
     try:
         gs.convert_gpt(files["gpt"], tmp / "gpt")
@@ -120,16 +120,12 @@ def prepare(path: str | Path) -> Path:
         gs.convert_hubert(files["hubert"], tmp / "hubert")
         (tmp / "source.json").write_text(json.dumps(stamp))
         if out.exists():
-            import shutil
-
             shutil.rmtree(out)
         os.rename(tmp, out)
-    except gs.torch_ckpt.CheckpointError as e:
-        raise LoadError(str(e)) from None
+    except (gs.torch_ckpt.CheckpointError, OSError, KeyError, ValueError) as e:  # missing or malformed files
+        raise LoadError(f"cannot convert the GPT-SoVITS files in {path}: {e}") from None
     finally:
         if tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
     return out
 
