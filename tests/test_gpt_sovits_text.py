@@ -164,6 +164,44 @@ def test_homographs_follow_the_part_of_speech(monkeypatch):
     assert g("I read books")[:4] == ["AY1", "R", "IY1", "D"]
 
 
+def test_bert_from_safetensors_and_missing_files(reference, tmp_path):
+    import mlx.core as mx
+
+    from ominix.engine.audio import torch_ckpt
+    from ominix.engine.load import LoadError
+
+    bert_dir, _, _ = reference
+    for name in ("config.json", "tokenizer.json"):
+        (tmp_path / name).write_bytes((bert_dir / name).read_bytes())
+    with pytest.raises(LoadError, match="pytorch_model.bin or model.safetensors"):
+        ChineseBert.load(tmp_path)
+    state = torch_ckpt.load(bert_dir / "pytorch_model.bin")
+    mx.save_safetensors(str(tmp_path / "model.safetensors"), {k: mx.array(v) for k, v in state.items()})
+    text, word2ph = "你好,世界.", [2, 2, 1, 2, 2, 1]
+    np.testing.assert_array_equal(np.array(ChineseBert.load(tmp_path).features(text, word2ph)),
+                                  np.array(ChineseBert.load(bert_dir).features(text, word2ph)))  # fmt: skip
+    (tmp_path / "tokenizer.json").unlink()
+    with pytest.raises(LoadError, match="tokenizer.json"):
+        ChineseBert.load(tmp_path)
+
+
+def test_any_text_gives_aligned_output():
+    import random
+
+    rng = random.Random(1)
+    pool = list("的一是了我不人在他有这个上们来到时大地为子中你说生国年着就那和要她出也得里后儿嗯呣兙") + \
+        list("abcdefghijXYZ0123456789 ,.!?;:'\"-()%$£/~，。！？；：、“”（）《》…—～😀①α×÷=+^￥@#&*")  # fmt: skip
+    for _ in range(100):
+        text = "".join(rng.choice(pool) for _ in range(rng.randrange(1, 30)))
+        phones, features, _ = g2p.text_features(text, rng.choice(["zh", "en"]))
+        assert features.shape == (1024, len(phones)) and all(0 <= p < len(g2p.SYMBOLS) for p in phones)
+
+
+def test_warm():
+    g2p.warm()
+    assert g2p._english_g2p is not None
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="language"):
         g2p.segment("你好", "ja")

