@@ -288,6 +288,8 @@ def load_gpt_sovits(path: str | Path, front: FrontEnd | None = None) -> GPTSoVIT
 
 
 def default_front_end(bert_dir: Path) -> FrontEnd:
+    from ominix.engine.audio.g2p import warm
     from ominix.engine.audio.g2p.bert import ChineseBert
 
+    warm()  # the dictionaries now, on the loader thread, not in the first request's step
     return FrontEnd(ChineseBert.load(bert_dir))
