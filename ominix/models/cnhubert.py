@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import mlx.nn as nn
 
-from ominix.models.layers import MatmulConv1d
+from ominix.models.signal_conv import MatmulConv1d
 
 
 @dataclass

@@ -21,8 +21,8 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ominix.models.cnhubert import fold_weight_norm
-from ominix.models.layers import MatmulConv1d as Conv1d
-from ominix.models.layers import MatmulConvTranspose1d as ConvTranspose1d
+from ominix.models.signal_conv import MatmulConv1d as Conv1d
+from ominix.models.signal_conv import MatmulConvTranspose1d as ConvTranspose1d
 
 SSL_DIM = 768  # cnhubert's width, fixed by the published architecture
 MRTE_HIDDEN, MRTE_HEADS = 512, 4  # MRTE() is built with its defaults
