@@ -55,7 +55,7 @@ def build(model: str, out: Path) -> Path:
         config["encoder_conf"]["linear_units"] = 2048
         config["vocab_size"] = config["model_conf"]["vocab_size"] = 25055  # funasr-mlx reads model_conf
         net = SenseVoiceSmall(encoder="SenseVoiceEncoderSmall", encoder_conf=config["encoder_conf"], input_size=560,
-                              vocab_size=25055, **config["model_conf"])
+                              **config["model_conf"])
         train_sentencepiece(out / "chn_jpn_yue_eng_ko_spectok.bpe.model")
     config["frontend_conf"] = {**FRONTEND_CONF, "cmvn_file": "am.mvn"}
     with torch.no_grad():  # small weights keep activations in range through 50+ layers

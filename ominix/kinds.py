@@ -34,7 +34,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          ("POST /v1/embeddings",), (), ("bert", "xlm_roberta", "nomic_bert", "modernbert")),
     Kind("asr", "a speech recognition model", "asr", "ominix.engine.audio.asr:load",
          ("POST /v1/audio/transcriptions", "POST /v1/audio/translations"), ("transcribe", "bench"),
-         ("whisper", "paraformer", "qwen3_asr", "funasr", "sensevoice", "fun_asr_nano")),
+         ("whisper", "paraformer", "qwen3_asr", "funasr", "sensevoice", "fun_asr_nano", "funasr_qwen4b")),
     Kind("tts", "a text-to-speech model", "tts", "ominix.engine.audio.speak:load", ("POST /v1/audio/speech",), ("say",),
          ("qwen3_tts", "gpt_sovits")),
     Kind("image", "an image generation model", "image_gen", "ominix.engine.image.pipeline:load",

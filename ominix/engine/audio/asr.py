@@ -1,7 +1,8 @@
 """The speech-recognition kind's loader: a checkpoint directory -> (SpeechRecognizer, None).
 
 One line per family in RECOGNIZERS (config.json `model_type` -> loader); FunASR checkpoints
-(config.yaml, no config.json) go to the `funasr` entry.
+(config.yaml, no config.json) go to the `funasr` entry, FunASR-Qwen4B bundles (an adaptor*.safetensors,
+no config) to `funasr_qwen4b`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ RECOGNIZERS = {
     "funasr": "ominix.engine.audio.funasr:load_funasr",  # Paraformer, SeACo-Paraformer, SenseVoice
     "qwen3_asr": "ominix.engine.audio.qwen3_asr:load_qwen3_asr",
     "fun_asr_nano": "ominix.engine.audio.fun_asr_nano:load_fun_asr_nano",
+    "funasr_qwen4b": "ominix.engine.audio.funasr_qwen4b:load_funasr_qwen4b",  # no config: known by its files
 }
 
 
@@ -25,6 +27,8 @@ def model_type(path: Path) -> str:
     if not config.is_file():
         if (path / "config.yaml").is_file():
             return "funasr"
+        if any(path.glob("adaptor*.safetensors")) or any(path.glob("models/adaptor*.safetensors")):
+            return "funasr_qwen4b"
         raise LoadError(f"{path} has no config.json")
     try:
         data = json.loads(config.read_text())

@@ -11,6 +11,7 @@ request's prompt is the context (names, terms) Qwen3-ASR uses to bias recognitio
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -56,23 +57,31 @@ def mel_filters(n_mels: int, n_fft: int = 400, sample_rate: int = SAMPLE_RATE) -
 
 
 def log_mel(audio: np.ndarray, n_mels: int = 128, frames: int | None = None, n_fft: int = 400,
-            hop: int = 160) -> np.ndarray:
+            hop: int = 160, reflect_tail: bool = False) -> np.ndarray:
     """Whisper's log-mel (periodic Hann, centred STFT, power, log10 floored 8 below the max,
-    (x + 4) / 4) of `audio` followed by silence, for `frames` frames."""
+    (x + 4) / 4) of `audio`, for `frames` frames.
+
+    Past the end, the audio is followed by silence (transformers' Qwen3ASRFeatureExtractor pads the
+    clip to 30 s), or with `reflect_tail` reflected as WhisperFeatureExtractor does for an unpadded
+    clip (qwen-asr's processor, one request): only the last frame or two differ."""
     audio = np.asarray(audio, dtype=np.float32)
     frames = frames if frames is not None else -(-len(audio) // hop)
-    # the clamp uses the loudest frame; two frames past the last still overlap the audio
-    count = frames + 2
-    padded = np.zeros(count * hop + n_fft, dtype=np.float32)
-    padded[n_fft // 2:n_fft // 2 + len(audio)] = audio
-    padded[:n_fft // 2] = audio[1:n_fft // 2 + 1][::-1] if len(audio) > n_fft // 2 else 0.0  # reflect
+    half = n_fft // 2
+    # the clamp uses the loudest frame: with silence after the clip, two frames past the last still
+    # overlap the audio; the reflected clip has len // hop frames and no more
+    count = len(audio) // hop if reflect_tail else frames + 2
+    padded = np.zeros(max(count, frames) * hop + n_fft, dtype=np.float32)
+    padded[half:half + len(audio)] = audio
+    padded[:half] = audio[1:half + 1][::-1] if len(audio) > half else 0.0  # reflect
+    if reflect_tail and len(audio) > half:
+        padded[half + len(audio):2 * half + len(audio)] = audio[-half - 1:-1][::-1]
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
-    strided = np.lib.stride_tricks.as_strided(padded, shape=(count, n_fft),
+    strided = np.lib.stride_tricks.as_strided(padded, shape=(max(count, frames), n_fft),
                                               strides=(padded.strides[0] * hop, padded.strides[0]))
     spectrum = np.fft.rfft(strided * window, axis=1)
     power = (spectrum.real ** 2 + spectrum.imag ** 2).astype(np.float32)
     mel = np.log10(np.maximum(power @ mel_filters(n_mels, n_fft), 1e-10))
-    mel = np.maximum(mel, mel.max() - 8.0)
+    mel = np.maximum(mel, mel[:count].max() - 8.0)
     return ((mel + 4.0) / 4.0)[:frames].T.astype(np.float32)
 
 
@@ -80,8 +89,9 @@ class Qwen3ASRRecognizer:
     window_seconds = 30.0
     min_samples = 8000  # Qwen3-ASR pads clips shorter than 0.5 s
 
-    def __init__(self, model, tokenizer, config: dict, max_new_tokens: int = 448):
+    def __init__(self, model, tokenizer, config: dict, max_new_tokens: int = 448, reflect_tail: bool = False):
         self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.reflect_tail = reflect_tail
         self.max_new_tokens = max_new_tokens
         args = model.config
         self.n_mels = args.audio.num_mel_bins
@@ -97,7 +107,7 @@ class Qwen3ASRRecognizer:
         if len(audio) < self.min_samples:
             audio = np.pad(audio, (0, self.min_samples - len(audio)))
         frames = -(-len(audio) // 160)
-        return mx.array(log_mel(audio, self.n_mels, frames)), frames
+        return mx.array(log_mel(audio, self.n_mels, frames, reflect_tail=self.reflect_tail)), frames
 
     def generate(self, audio: np.ndarray, language: str | None = None, context: str | None = None) -> dict:
         from ominix.engine.llm.cache import make_cache
@@ -132,8 +142,33 @@ class Qwen3ASRRecognizer:
         return [Segment(start=offset, end=end, text=out["text"], tokens=out["tokens"])], found
 
 
+def collapse_repeats(text: str, times: int = 20, longest: int = 20) -> str:
+    """Qwen3-ASR's clean-up of a looping answer (as qwen-asr does it): a character repeated more
+    than `times` times in a row, then the first pattern of up to `longest` characters repeated
+    `times` times or more, is kept once (and so on after it)."""
+    text = re.sub(r"(.)\1{%d,}" % times, r"\1", text, flags=re.S)
+    return _collapse_patterns(text, times, longest)
+
+
+def _collapse_patterns(text: str, times: int, longest: int) -> str:
+    n, i = len(text), 0
+    while i <= n - 2 * times:
+        for k in range(1, longest + 1):
+            if i + k * times > n:
+                break
+            pattern = text[i:i + k]
+            if text[i:i + k * times] == pattern * times:
+                end = i + k * times
+                while text[end:end + k] == pattern:
+                    end += k
+                return text[:i] + pattern + _collapse_patterns(text[end:], times, longest)
+        i += 1
+    return text
+
+
 def parse_answer(raw: str) -> dict:
     """'language English<asr_text>hello' -> {'language': 'en', 'text': 'hello'}."""
+    raw = collapse_repeats(raw.strip())
     if ASR_TEXT in raw:
         head, _, text = raw.partition(ASR_TEXT)
         name = head.strip().removeprefix("language").strip()
@@ -156,7 +191,11 @@ def load_qwen3_asr(path: str | Path):
     for token in ("<|audio_start|>", "<|audio_pad|>", "<|audio_end|>", "<|im_start|>"):
         if tokenizer.token_to_id(token) is None:
             raise LoadError(f"the tokenizer has no {token} token (not a Qwen3-ASR tokenizer)")
-    return Qwen3ASRRecognizer(model, tokenizer, config)
+    # Qwen's own repos (and mlx-community's copies) declare WhisperFeatureExtractor, whose unpadded
+    # clip ends reflected; transformers' -hf repos declare Qwen3ASRFeatureExtractor (silence after)
+    pre = path / "preprocessor_config.json"
+    extractor = json.loads(pre.read_text(encoding="utf-8")).get("feature_extractor_type") if pre.is_file() else None
+    return Qwen3ASRRecognizer(model, tokenizer, config, reflect_tail=extractor == "WhisperFeatureExtractor")
 
 
 # Qwen2's pre-tokenizer split, as its tokenizer.json carries it.
