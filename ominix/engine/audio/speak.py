@@ -130,14 +130,21 @@ def load(path: str | Path):
     raise ValueError(f"{path}: text-to-speech model_type '{model_type}' is not supported (qwen3_tts)")
 
 
+@dataclass
+class ClonedVoice:
+    vector: np.ndarray  # the speaker vector (x-vector)
+    codes: np.ndarray | None = None  # the clip's codes [frames, codebooks], for in-context cloning
+
+
 class CloneVoiceJob(StepJob):
-    """One step: the speaker vector of a decoded reference clip (at the model's sample rate)."""
+    """A voice from a decoded reference clip (at the model's sample rate): step 1 the speaker
+    vector; step 2, when the clip's transcript is given and the model can, the clip's codes."""
 
     kind = "tts"
 
-    def __init__(self, audio: np.ndarray):
-        self.audio = audio
-        self.vector = None
+    def __init__(self, audio: np.ndarray, text: str | None = None):
+        self.audio, self.text = audio, text
+        self.voice: ClonedVoice | None = None
 
     def begin(self, resident, ticket) -> None:
         self.tts: SpeechSynthesizer = resident.model
@@ -145,11 +152,14 @@ class CloneVoiceJob(StepJob):
             raise VoiceError("this model cannot clone voices (Qwen3-TTS: use a Base model)")
 
     def step(self) -> bool:
-        self.vector = self.tts.speaker_embedding(self.audio)
+        if self.voice is None:
+            self.voice = ClonedVoice(self.tts.speaker_embedding(self.audio))
+            return not (self.text and getattr(self.tts, "can_icl", False))
+        self.voice.codes = self.tts.reference_codes(self.audio)
         return True
 
-    def result(self):
-        return self.vector
+    def result(self) -> ClonedVoice:
+        return self.voice
 
     def close(self) -> None:
         self.audio = None

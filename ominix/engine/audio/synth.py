@@ -21,6 +21,8 @@ class VoiceError(ValueError):
 class SynthesisOptions:
     voice: str | None = None  # a named speaker of the checkpoint
     voice_embedding: np.ndarray | None = None  # a cloned voice's speaker vector (instead of `voice`)
+    voice_codes: np.ndarray | None = None  # its reference clip's codes [frames, codebooks]: in-context cloning
+    voice_text: str | None = None  # and the clip's transcript (both, or x-vector only)
     instructions: str | None = None  # style control ("speak slowly and sadly")
     language: str | None = None  # None / "auto": let the model decide
     temperature: float | None = None  # None: the checkpoint's generation_config; 0: greedy
@@ -29,6 +31,7 @@ class SynthesisOptions:
     non_streaming_text: bool = True  # the whole text in the prompt (qwen-tts' default for named voices)
     first_chunk_frames: int = 6  # audio frames in the first decoded chunk (short: first audio sooner)
     chunk_frames: int = 24  # and in each later chunk
+    decode_step_frames: int = 6  # at most this many frames decoded per worker step (bounded steps)
 
 
 class Synthesis(Protocol):
@@ -49,3 +52,5 @@ class SpeechSynthesizer(Protocol):
     def speaker_embedding(self, audio: np.ndarray) -> np.ndarray:
         """A voice vector from a mono clip at `sample_rate` (voice cloning)."""
         ...
+
+    # Optional (in-context cloning): `can_icl` and `reference_codes(audio) -> [frames, codebooks]`.
