@@ -89,18 +89,26 @@ def test_vocoder_receptive_field_at_real_widths():
 
 
 def test_synthesis_steps_are_bounded_and_first_audio_comes_early(tts):
-    """Each worker step decodes at most `decode_step_frames` frames; the first audio comes once
+    """A decoded chunk is at most `decode_chunk_frames` frames, decoded in 5 worker steps (the
+    transformer and first conv, then the vocoder blocks); the first audio comes once
     `first_chunk_frames` frames exist; the chunks are the whole utterance's decode."""
     options = SynthesisOptions(voice_embedding=np.zeros(128, np.float32), temperature=0, max_frames=13,
-                               first_chunk_frames=3, chunk_frames=5, decode_step_frames=2)  # fmt: skip
+                               first_chunk_frames=3, chunk_frames=5, decode_chunk_frames=2)  # fmt: skip
     s = tts.synthesis("Hello world, how are you today?", options)
-    chunks, frames_at_first = [], None
+    chunks, frames_at_first, steps, generated = [], None, 0, 0
     while not s.done:
+        before = len(s.frames)
         audio = s.step()
+        generated += len(s.frames) - before
+        steps += 1
         if audio is not None:
             assert 0 < len(audio) <= 2 * 1920
             frames_at_first = len(s.frames) if frames_at_first is None else frames_at_first
             chunks.append(audio)
-    assert frames_at_first == 3 and len(s.frames) == 12
+    assert frames_at_first == 3 and len(s.frames) == generated == 12
+    # chunks: frames 0-1, 2 (3 were due), then 3-4, 5-6, 7 (5 due), 8-9, 10-11 (the rest at the end)
+    assert [len(c) // 1920 for c in chunks] == [2, 1, 2, 2, 1, 2, 2]
+    # steps: the prefill, one per frame, the one that ends generation, and 5 per decoded chunk
+    assert steps == 1 + 12 + 1 + 5 * len(chunks)
     whole = np.array(tts.codec.decoder(mx.array(s.codes().T[None]))[0])
     np.testing.assert_allclose(np.concatenate(chunks), whole, atol=TOL * np.abs(whole).max())

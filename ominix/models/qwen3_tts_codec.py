@@ -344,13 +344,36 @@ class Decoder(nn.Module):
                     reach += part.left / rate
         return math.ceil(reach)
 
-    def warm(self, codes: mx.array, stream: "DecoderStream") -> None:
-        """Feed frames whose audio is not wanted (a cloned voice's reference codes) into `stream`:
-        the transformer sees all of them (its state spans windows), the vocoder only the last
-        `vocoder_context() + 1`, which leaves its state exactly as after all of them."""
+    def stages(self, codes: mx.array, stream: "DecoderStream", context: int = 0):
+        """The streamed decode of `codes` in bounded pieces: a generator that yields after the
+        transformer, upsampling and first conv, then after each vocoder block but the last (the
+        blocks cost about the same: channels halve as the rate grows 4-8x), and returns the
+        waveform [B, T * samples_per_frame]. `context`: only the last `context` frames go past
+        the transformer (see `warm`)."""
         h = self.latent(codes, stream)
-        mx.eval(self.vocode(h[:, -(self.vocoder_context() + 1) :], stream))
+        if context:
+            h = h[:, -context:]
+        for up, block in self.upsample:
+            h = block(up(h, stream), stream)
+        last_block = max(i for i, layer in enumerate(self.decoder) if isinstance(layer, DecoderBlock))
+        for i, layer in enumerate(self.decoder):
+            h = layer(h, stream)
+            if i < last_block and (i == 0 or isinstance(layer, DecoderBlock)):
+                mx.eval(h)
+                yield
+        return mx.clip(h[..., 0], -1.0, 1.0)
+
+    def warm_stages(self, codes: mx.array, stream: "DecoderStream"):
+        """Feed frames whose audio is not wanted (a cloned voice's reference codes) into `stream`,
+        in pieces like `stages`: the transformer sees all of them (its state spans windows), the
+        vocoder only the last `vocoder_context() + 1`, which leaves its state exactly as after
+        all of them (its convolutions reach back no further)."""
+        yield from self.stages(codes, stream, context=self.vocoder_context() + 1)
         stream.evaluate()
+
+    def warm(self, codes: mx.array, stream: "DecoderStream") -> None:
+        for _ in self.warm_stages(codes, stream):
+            pass
 
 
 class DecoderStream:

@@ -287,9 +287,10 @@ class Synthesis:
         self.generating = True
         self.first_chunk = options.first_chunk_frames
         self.chunk = options.chunk_frames
-        self.step_frames = max(1, options.decode_step_frames)
+        self.step_frames = max(1, options.decode_chunk_frames)
         self.draining = False  # a chunk is due: decode (step_frames per step) until none is pending
         self.stream: DecoderStream | None = None  # the codec decoder's carried state
+        self.decoding = None  # the chunk being decoded: a generator of bounded pieces (Decoder.stages)
         self.trace: dict[str, list] | None = None  # set to {} to keep every step's logits (tests)
 
     def _record(self, name: str, logits: mx.array) -> None:
@@ -358,33 +359,44 @@ class Synthesis:
             self.draining = True
         return min(pending, self.step_frames) if self.draining else 0
 
-    def _decode(self, n: int) -> np.ndarray:
-        start, end = self.decoded, self.decoded + n
-        codes = mx.array(np.stack(self.frames[start:end], axis=1)[None])  # [1, G, n]
-        wav = self.tts.codec.decoder(codes, self.stream)[0]
-        mx.eval(wav)
-        self.stream.evaluate()
-        self.decoded = end
-        return np.array(wav.astype(mx.float32))
+    def _advance(self) -> np.ndarray | None:
+        """One piece of the chunk being decoded; its samples once the last piece is done."""
+        try:
+            next(self.decoding)
+            return None
+        except StopIteration as finished:
+            self.decoding = None
+            wav = finished.value
+            if wav is None:  # the warm-up: no audio
+                return None
+            mx.eval(wav)
+            self.stream.evaluate()
+            return np.array(wav[0].astype(mx.float32))
 
     def step(self) -> np.ndarray | None:
-        """One unit of work; returns new audio samples (float32, 24 kHz) when frames are decoded."""
+        """One unit of work (a frame, or a piece of a chunk's decode); returns new audio samples
+        (float32, 24 kHz) when a chunk's decode completes."""
+        decoder = self.tts.codec.decoder
         if self.stream is None:
             self.stream = DecoderStream()
             if self.options.voice_codes is not None:  # a cloned voice's clip is the decoder's left context
-                ref = np.asarray(self.options.voice_codes, np.int32).T[None]  # [1, G, T]
-                self.tts.codec.decoder.warm(mx.array(ref), self.stream)
-                return None
+                ref = mx.array(np.asarray(self.options.voice_codes, np.int32).T[None])  # [1, G, T]
+                self.decoding = decoder.warm_stages(ref, self.stream)
+        if self.decoding is not None:
+            return self._advance()
         due = self._due()
         if due:
-            return self._decode(due)
+            codes = mx.array(np.stack(self.frames[self.decoded : self.decoded + due], axis=1)[None])  # [1, G, n]
+            self.decoded += due
+            self.decoding = decoder.stages(codes, self.stream)
+            return self._advance()
         if self.generating:
             self._generate()
         return None
 
     @property
     def done(self) -> bool:
-        return not self.generating and self.decoded == len(self.frames)
+        return not self.generating and self.decoded == len(self.frames) and self.decoding is None
 
     def codes(self) -> np.ndarray:
         """[frames, G] codes generated so far."""

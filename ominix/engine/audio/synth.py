@@ -30,8 +30,8 @@ class SynthesisOptions:
     max_frames: int | None = None
     non_streaming_text: bool = True  # the whole text in the prompt (qwen-tts' default for named voices)
     first_chunk_frames: int = 6  # audio frames in the first decoded chunk (short: first audio sooner)
-    chunk_frames: int = 24  # and in each later chunk
-    decode_step_frames: int = 6  # at most this many frames decoded per worker step (bounded steps)
+    chunk_frames: int = 6  # and in each later chunk (audio leaves every 0.48 s, as mlx-audio streams)
+    decode_chunk_frames: int = 6  # at most this many frames decoded together (in 5 bounded worker steps)
 
 
 class Synthesis(Protocol):
