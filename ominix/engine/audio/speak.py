@@ -2,8 +2,8 @@
 
 The text is split at sentence boundaries and spoken one sentence after another, so the first audio
 comes after the first sentence's first frames, not after the whole text. Each `step()` is one
-bounded unit of the current sentence's synthesis (one frame, or one decoded chunk); decoded audio
-leaves as an `AudioChunk` event at once. The result is the request's usage.
+bounded unit of the current sentence's synthesis (one frame, or a piece of a chunk's decode);
+decoded audio leaves as an `AudioChunk` event at once. The result is the request's usage.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A TTS kind's loader returns a `SpeechSynthesizer`; the speak job (engine/audio/speak.py) calls
 `synthesis(text, options)` once per sentence and then `step()` once per worker turn, so a long text
-never holds the inference thread for more than one frame or one decoded chunk.
+never holds the inference thread for more than one frame or one piece of a chunk's decode.
 """
 
 from __future__ import annotations
