@@ -293,14 +293,30 @@ class Encoder(nn.Module):
                                        pad_mode="replicate")  # fmt: skip
         self.quantizer = SplitRVQ(a)
 
-    def __call__(self, audio: mx.array) -> mx.array:
-        """audio [B, samples] -> codes [B, valid_quantizers, frames] (frames = ceil(samples / rate))."""
+    def stages(self, audio: mx.array):
+        """The encode in bounded pieces: a generator that yields after each strided conv of the
+        SEANet encoder (the work shrinks with the rate) and returns the codes, as `__call__`."""
         a = self.args
-        h = self.encoder_transformer(self.encoder(audio[..., None]))
+        h = audio[..., None]
+        for layer in self.encoder.layers:
+            h = layer(h)
+            if isinstance(layer, MimiConv) and layer.stride > 1:
+                mx.eval(h)
+                yield
+        h = self.encoder_transformer(h)
         if "downsample" in self:
             h = self.downsample(h)
         codes = self.quantizer.encode(h, min(a.valid_quantizers, a.num_quantizers))
         return codes[..., : -(-audio.shape[-1] // a.downsample_rate)]
+
+    def __call__(self, audio: mx.array) -> mx.array:
+        """audio [B, samples] -> codes [B, valid_quantizers, frames] (frames = ceil(samples / rate))."""
+        pieces = self.stages(audio)
+        while True:
+            try:
+                next(pieces)
+            except StopIteration as done:
+                return done.value
 
 
 def is_encoder_tensor(name: str) -> bool:

@@ -151,9 +151,18 @@ class Qwen3TTS:
 
     def reference_codes(self, audio: np.ndarray) -> np.ndarray:
         """A 24 kHz mono clip -> its codes [frames, codebooks] (qwen-tts' speech_tokenizer.encode)."""
+        pieces = self.reference_codes_stages(audio)
+        while True:
+            try:
+                next(pieces)
+            except StopIteration as done:
+                return done.value
+
+    def reference_codes_stages(self, audio: np.ndarray):
+        """`reference_codes` in bounded pieces (a generator returning the codes), for the worker."""
         if not self.can_icl:
             raise VoiceError("this model's speech tokenizer has no encoder: it cannot clone a voice in context")
-        codes = self.codec.encoder(mx.array(np.asarray(audio, np.float32))[None])
+        codes = yield from self.codec.encoder.stages(mx.array(np.asarray(audio, np.float32))[None])
         return np.array(codes[0].T).astype(np.int32)
 
     def encode(self, text: str) -> list[int]:

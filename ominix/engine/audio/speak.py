@@ -138,13 +138,15 @@ class ClonedVoice:
 
 class CloneVoiceJob(StepJob):
     """A voice from a decoded reference clip (at the model's sample rate): step 1 the speaker
-    vector; step 2, when the clip's transcript is given and the model can, the clip's codes."""
+    vector; then, when the clip's transcript is given and the model can, the clip's codes (the
+    speech tokenizer's encoder, a few bounded steps)."""
 
     kind = "tts"
 
     def __init__(self, audio: np.ndarray, text: str | None = None):
         self.audio, self.text = audio, text
         self.voice: ClonedVoice | None = None
+        self.encoding = None
 
     def begin(self, resident, ticket) -> None:
         self.tts: SpeechSynthesizer = resident.model
@@ -155,11 +157,17 @@ class CloneVoiceJob(StepJob):
         if self.voice is None:
             self.voice = ClonedVoice(self.tts.speaker_embedding(self.audio))
             return not (self.text and getattr(self.tts, "can_icl", False))
-        self.voice.codes = self.tts.reference_codes(self.audio)
-        return True
+        if self.encoding is None:
+            self.encoding = self.tts.reference_codes_stages(self.audio)
+        try:
+            next(self.encoding)
+            return False
+        except StopIteration as done:
+            self.voice.codes = done.value
+            return True
 
     def result(self) -> ClonedVoice:
         return self.voice
 
     def close(self) -> None:
-        self.audio = None
+        self.audio = self.encoding = None

@@ -53,4 +53,5 @@ class SpeechSynthesizer(Protocol):
         """A voice vector from a mono clip at `sample_rate` (voice cloning)."""
         ...
 
-    # Optional (in-context cloning): `can_icl` and `reference_codes(audio) -> [frames, codebooks]`.
+    # Optional (in-context cloning): `can_icl`, `reference_codes(audio) -> [frames, codebooks]` and
+    # `reference_codes_stages(audio)`, the same as a generator of bounded pieces.
