@@ -93,7 +93,7 @@ class SpeakJob(StepJob):
             return False
         # Seeds differ per sentence (else every sentence would repeat the same random choices).
         seed = None if self.options.seed is None else self.options.seed + self.index
-        self.current = self.tts.synthesis(self.sentences[self.index], replace(self.options, seed=seed))
+        self.current = self.tts.synthesis(self.sentences[self.index], replace(self.options, seed=seed, sentence=self.index))
         return True
 
     def step(self) -> bool:
@@ -127,7 +127,28 @@ def load(path: str | Path):
         from ominix.engine.audio.qwen3_tts import load_qwen3_tts
 
         return load_qwen3_tts(path), None
-    raise ValueError(f"{path}: text-to-speech model_type '{model_type}' is not supported (qwen3_tts)")
+    if model_type is None and is_gpt_sovits_folder(path):
+        from ominix.engine.audio.gpt_sovits_tts import load_gpt_sovits
+
+        return load_gpt_sovits(path), None
+    raise ValueError(f"{path}: text-to-speech model_type '{model_type}' is not supported (qwen3_tts, "
+                     "or a GPT-SoVITS folder in the published layout)")  # fmt: skip
+
+
+def is_gpt_sovits_folder(path: Path) -> bool:
+    """lj1995/GPT-SoVITS' layout: a GPT .ckpt, a SoVITS .pth and chinese-hubert-base/ (no config.json)."""
+    return (path / "chinese-hubert-base").is_dir() and any(path.rglob("*.ckpt")) and any(path.rglob("*.pth"))
+
+
+def clip_sample_rate(path: Path) -> int:
+    """The rate a reference clip is decoded at for voice cloning (read without loading the model)."""
+    if not (path / "config.json").is_file() and is_gpt_sovits_folder(path):
+        return 32000  # GPT-SoVITS: SoVITS' rate (cnhubert's 16 kHz is resampled from it)
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return 24000
+    return int((config.get("speaker_encoder_config") or {}).get("sample_rate") or 24000)
 
 
 @dataclass
@@ -138,13 +159,13 @@ class ClonedVoice:
 
 class CloneVoiceJob(StepJob):
     """A voice from a decoded reference clip (at the model's sample rate): step 1 the speaker
-    vector; then, when the clip's transcript is given and the model can, the clip's codes (the
-    speech tokenizer's encoder, a few bounded steps)."""
+    vector (GPT-SoVITS: from the clip and its transcript); then, for Qwen3-TTS when the clip's
+    transcript is given and the model can, the clip's codes (the encoder, a few bounded steps)."""
 
     kind = "tts"
 
     def __init__(self, audio: np.ndarray, text: str | None = None):
-        self.audio, self.text = audio, text
+        self.audio, self.text = audio, text  # GPT-SoVITS needs the transcript; Qwen3-TTS clones in context with it
         self.voice: ClonedVoice | None = None
         self.encoding = None
 
@@ -155,6 +176,8 @@ class CloneVoiceJob(StepJob):
 
     def step(self) -> bool:
         if self.voice is None:
+            if getattr(self.tts, "needs_transcript", False):
+                return self._finish(ClonedVoice(self.tts.speaker_embedding(self.audio, self.text)))
             self.voice = ClonedVoice(self.tts.speaker_embedding(self.audio))
             return not (self.text and getattr(self.tts, "can_icl", False))
         if self.encoding is None:
@@ -165,6 +188,10 @@ class CloneVoiceJob(StepJob):
         except StopIteration as done:
             self.voice.codes = done.value
             return True
+
+    def _finish(self, voice: ClonedVoice) -> bool:
+        self.voice = voice
+        return True
 
     def result(self) -> ClonedVoice:
         return self.voice

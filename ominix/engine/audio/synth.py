@@ -32,6 +32,7 @@ class SynthesisOptions:
     first_chunk_frames: int = 6  # audio frames in the first decoded chunk (short: first audio sooner)
     chunk_frames: int = 6  # and in each later chunk (audio leaves every 0.48 s, as mlx-audio streams)
     decode_chunk_frames: int = 6  # at most this many frames decoded together (in 5 bounded worker steps)
+    sentence: int = 0  # which sentence of the request this is (set by the speak job)
 
 
 class Synthesis(Protocol):
