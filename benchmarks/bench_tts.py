@@ -14,7 +14,7 @@ per sentence, sampling with the checkpoint's defaults (top-k 50, temperature 0.9
 
 Each runtime runs in its own interpreter and streams: time to first audio = from the call to the
 first decoded chunk; RTF = wall time / seconds of audio (lower is faster). mlx-audio streams every
-0.48 s of audio (6 frames), the size of OminiX's first chunk. `mlx-audio+blas` is mlx-audio with
+0.48 s of audio (6 frames), the size of OminiX's chunks (each decoded as a stream, in 5 worker steps). `mlx-audio+blas` is mlx-audio with
 the BLAS OminiX preloads on Linux, so the runtime difference is not just the BLAS.
 """
 
@@ -229,6 +229,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=6, help="talker layers (the real model has 28)")
     ap.add_argument("--frames", type=int, default=40, help="audio frames per sentence (80 ms each)")
+    ap.add_argument("--sentences", type=int, default=len(SENTENCES), help="sentences spoken (at most 3)")
     ap.add_argument("--trials", type=int, default=1)
     ap.add_argument("--runners", default=",".join(RUNNERS))
     ap.add_argument("--quick", action="store_true")
@@ -236,7 +237,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.layers, args.frames = 2, 12
-    sentences = 1 if args.quick else len(SENTENCES)
+    sentences = 1 if args.quick else max(1, min(args.sentences, len(SENTENCES)))
     root = Path(args.dir or tempfile.mkdtemp(prefix="bench-tts-"))
     ckpt = build(root / f"qwen3-tts-1.7b-L{args.layers}-8bit", args.layers)
     results = {}

@@ -128,8 +128,19 @@ CASES = {
     ],
     "base": [
         {"kind": "clone", "text": "Hello world, how are you today?", "language": "English"},
+        # in-context cloning (x_vector_only_mode=False): reference codes + transcript in the prompt
+        {"kind": "icl", "text": "Hello world, how are you today?", "language": "English",
+         "ref_text": "The quick brown fox.", "ref_samples": 12000},
+        {"kind": "icl", "text": "The weather is sunny.", "language": "Auto", "non_streaming_mode": True,
+         "ref_text": "How are you doing, my friend?", "ref_samples": 6000},
+        # a clip shorter (in frames) than the texts' tokens: the text runs on after the clip's frames
+        {"kind": "icl", "text": "The quick brown fox jumps over the lazy dog, and the answer is 42.",
+         "language": "English", "ref_samples": 2400,
+         "ref_text": "Hello world, the weather is sunny and the quick brown fox is here today, my friend. "
+                     "How are you doing today? The answer is 42, and the lazy dog is sleeping in the sun."},
     ],
 }  # fmt: skip
+ENCODE_SAMPLES = [24000 * 2, 24000 - 17]  # clip lengths the encoder parity covers (one not whole frames)
 MAX_NEW_TOKENS = 14
 DECODE_FRAMES = 20
 
@@ -145,7 +156,7 @@ def reference_run(root: Path, variant: str) -> tuple[Path, dict[str, np.ndarray]
             checkpoint=str(ckpt), results=str(results), tokenizer=str(qwen_tokenizer_files(root / "tok")),
             config=model_config(variant), tokenizer_config=tokenizer_config(), generation_config=GENERATION,
             cases=[dict(c) for c in CASES[variant]], max_new_tokens=MAX_NEW_TOKENS, decode_frames=DECODE_FRAMES,
-            ref_audio=str(audio), seed=0 if variant == "custom_voice" else 10,
+            ref_audio=str(audio), seed=0 if variant == "custom_voice" else 10, encode_samples=ENCODE_SAMPLES,
         )  # fmt: skip
         (root / f"spec-{variant}.json").write_text(json.dumps(spec))
         done = subprocess.run([str(python), str(HERE / "qwen3_tts_reference.py"), str(root / f"spec-{variant}.json")],
@@ -188,6 +199,7 @@ def build_tiny(dst: Path, variant: str = "custom_voice", seed: int = 0) -> Path:
 
     from ominix.models.qwen3_tts import Model, ModelArgs
     from ominix.models.qwen3_tts_codec import DecoderArgs, SpeechTokenizer
+    from ominix.models.qwen3_tts_encoder import EncoderArgs
 
     dst = Path(dst)
     qwen_tokenizer_files(dst)
@@ -224,8 +236,9 @@ def build_tiny(dst: Path, variant: str = "custom_voice", seed: int = 0) -> Path:
     codec_dir.mkdir()
     tok = {"model_type": "qwen3_tts_tokenizer_12hz", **tokenizer_config()}
     (codec_dir / "config.json").write_text(json.dumps(tok, indent=2))
-    codec = SpeechTokenizer(DecoderArgs.from_dict(tok))
-    weights = {k.replace(".codebook.", "._codebook."): v for k, v in randomized(codec).items()}
+    codec = SpeechTokenizer(DecoderArgs.from_dict(tok), EncoderArgs.from_dict(tok))
+    weights = {k.replace(".codebook.", "._codebook.") if k.startswith("decoder.") else k: v
+               for k, v in randomized(codec).items()}  # fmt: skip
     mx.save_safetensors(str(codec_dir / "model.safetensors"), weights)
     return dst
 

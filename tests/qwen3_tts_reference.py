@@ -117,9 +117,12 @@ def run(spec: dict) -> None:
         with torch.no_grad():
             if kind == "custom":
                 wavs, sr = tts.generate_custom_voice(**case, **greedy)
-            else:
+            elif kind == "clone":
                 audio = np.load(spec["ref_audio"])
                 wavs, sr = tts.generate_voice_clone(ref_audio=(audio, 24000), x_vector_only_mode=True, **case, **greedy)
+            else:  # in-context cloning
+                audio = np.load(spec["ref_audio"])[: case.pop("ref_samples")]
+                wavs, sr = tts.generate_voice_clone(ref_audio=(audio, 24000), x_vector_only_mode=False, **case, **greedy)
         results[f"{i}/talker_logits"] = np.stack(rec.talker)
         results[f"{i}/predictor_logits"] = np.stack(rec.predictor)
         results[f"{i}/wav"] = wavs[0]
@@ -132,6 +135,9 @@ def run(spec: dict) -> None:
         audio = np.load(spec["ref_audio"]).astype(np.float32)
         with torch.no_grad():
             results["speaker/embedding"] = tts.model.extract_speaker_embedding(audio, 24000).float().numpy()
+            for n in spec["encode_samples"]:
+                enc = tts.model.speech_tokenizer.encode(audio[:n], sr=24000)
+                results[f"encode/{n}"] = enc.audio_codes[0].numpy()
     np.savez(spec["results"], **results)
 
 

@@ -74,10 +74,10 @@ async def resolve_tts(request: Request, name: str) -> ModelRef:
 
 def _options(ref: ModelRef, req: SpeechRequest) -> SynthesisOptions:
     name = req.voice_name()
-    cloned = voices.lookup(ref.id, name) if name else None
+    cloned = (voices.clone_options(ref.id, name) if name else None) or {"voice": name}
     return SynthesisOptions(
-        voice=None if cloned is not None else name, voice_embedding=cloned, instructions=req.instructions or None,
-        language=req.language, temperature=req.temperature, seed=req.seed,
+        **cloned, instructions=req.instructions or None, language=req.language, temperature=req.temperature,
+        seed=req.seed,
     )  # fmt: skip
 
 
@@ -172,6 +172,8 @@ async def create_voice(request: Request):
         form = await request.form(max_part_size=MAX_CLIP_BYTES)
     except Exception as e:
         raise APIError(400, f"expected a multipart form (model, name, audio_sample): {e}") from None
+    # fields: model, name, audio_sample (the clip) and, optional, text: the clip's transcript, which
+    # makes the voice clone in context (Qwen3-TTS Base: the clip's codes + transcript in the prompt)
     model, name = form.get("model"), form.get("name")
     clip = next((form.get(k) for k in ("audio_sample", "audio", "file") if form.get(k) is not None), None)
     if not isinstance(model, str) or not model:
@@ -188,11 +190,15 @@ async def create_voice(request: Request):
         audio = await run_in_threadpool(voices.decode_clip, data, _clip_rate(ref))
     except VoiceError as e:
         raise APIError(400, str(e), param="audio_sample" if "clip" in str(e) else "name") from None
+    text = text.strip() if text and text.strip() else None
+    if text is not None and len(text) > MAX_INPUT_CHARS:
+        raise APIError(400, f"the transcript 'text' is over {MAX_INPUT_CHARS} characters", param="text")
     stream, first = await start_job(request, ref.id, CloneVoiceJob(audio, text))
     if not isinstance(first, Done):
         raise APIError(500, "voice cloning ended without a result", type="server_error")
     seconds = len(audio) / _clip_rate(ref)
-    meta = await run_in_threadpool(voices.save, ref.id, name, first.result, seconds, text)
+    result = first.result
+    meta = await run_in_threadpool(voices.save, ref.id, name, result.vector, seconds, text, result.codes)
     return JSONResponse({**meta, "type": "cloned"})
 
 

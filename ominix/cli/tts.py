@@ -57,9 +57,8 @@ def _say(text, model, voice, output, fmt, instructions, language, speed, temp, s
     start = time.perf_counter()
     tts, _ = load(path)
     loaded = time.perf_counter()
-    cloned = voices.lookup(model, voice) if voice else None
-    options = SynthesisOptions(voice=None if cloned is not None else voice, voice_embedding=cloned,
-                               instructions=instructions, language=language, temperature=temp, seed=seed)
+    cloned = (voices.clone_options(model, voice) if voice else None) or {"voice": voice}
+    options = SynthesisOptions(**cloned, instructions=instructions, language=language, temperature=temp, seed=seed)
     encoder = AudioEncoder(fmt, tts.sample_rate, speed=speed, streaming=False)
     player = None if output else next((p for p in _PLAYERS if shutil.which(p[0])), None)
     if not output and player is None:

@@ -201,10 +201,13 @@ class Talker(nn.Module):
 
     def frame_embedding(self, codes: mx.array) -> mx.array:
         """The next talker input for one frame's codes [G]: the sum of all codebooks' embeddings."""
-        cp = self.code_predictor.model.codec_embedding
-        total = self.model.codec_embedding(codes[:1])
-        for i, emb in enumerate(cp):
-            total = total + emb(codes[i + 1 : i + 2])
+        return self.codes_embedding(codes[None])
+
+    def codes_embedding(self, codes: mx.array) -> mx.array:
+        """Codes [T, G] of T frames -> talker inputs [1, T, hidden] (each frame's codebooks summed)."""
+        total = self.model.codec_embedding(codes[:, 0])
+        for i, emb in enumerate(self.code_predictor.model.codec_embedding):
+            total = total + emb(codes[:, i + 1])
         return total[None]
 
 

@@ -3,9 +3,12 @@
 16 codebooks per 80 ms frame -> split residual VQ (1 semantic + 15 acoustic codebooks) -> causal
 conv -> an 8-layer sliding-window transformer -> 2x2 ConvNeXt upsampling -> a SnakeBeta vocoder
 (8*5*4*3) -> 24 kHz samples, 1920 per frame. Every conv is causal and attention looks back only, so
-audio can be decoded chunk by chunk with some left context (as the reference's chunked_decode).
-The encoder half (Mimi, `encoder.*`) turns a clip into codes for in-context cloning; it is not
-built here (its tensors are skipped).
+audio can be decoded as a stream: a `DecoderStream` carries, from one chunk of frames to the next,
+exactly the left context each layer needs (each causal conv's last (k-1)*dilation inputs, each
+transposed conv's overlap into the next step, each attention layer's last `sliding_window` - 1 keys
+and values, and the frame position for rope), so chunk by chunk decoding computes every sample once
+and equals the whole-sequence decode up to float round-off. The encoder half (Mimi, `encoder.*`,
+qwen3_tts_encoder.py) turns a reference clip into codes for in-context cloning.
 
 Tensors are channels-last [B, T, C] throughout (MLX convolutions); PyTorch conv weights are moved
 to MLX's [out, k, in] in `sanitize`.
@@ -22,6 +25,7 @@ import mlx.nn as nn
 
 from ominix.models.layers import MLP, causal_mask
 from ominix.models.qwen3_tts import fit_conv_weight
+from ominix.models.qwen3_tts_encoder import Encoder, EncoderArgs, is_encoder_tensor
 
 
 @dataclass
@@ -69,9 +73,9 @@ class CausalConv(nn.Module):
         self.k, self.dilation, self.groups = k, dilation, groups
         self.left = (k - 1) * dilation
 
-    def __call__(self, x: mx.array) -> mx.array:
+    def __call__(self, x: mx.array, stream: "DecoderStream | None" = None) -> mx.array:
         T = x.shape[1]
-        x = mx.pad(x, [(0, 0), (self.left, 0), (0, 0)])
+        x = mx.pad(x, [(0, 0), (self.left, 0), (0, 0)]) if stream is None else stream.extend(self, x, self.left)
         w = self.conv.weight  # [out, k, in / groups]
         taps = [x[:, i * self.dilation : i * self.dilation + T] for i in range(self.k)]
         if self.groups == x.shape[-1] and w.shape[-1] == 1:  # depthwise: a weighted sum of shifts
@@ -94,14 +98,21 @@ class CausalTransConv(nn.Module):
         self.conv = nn.ConvTranspose1d(cin, cout, k, stride=stride)
         self.stride, self.k = stride, k
 
-    def __call__(self, x: mx.array) -> mx.array:
+    def __call__(self, x: mx.array, stream: "DecoderStream | None" = None) -> mx.array:
         B, T, _ = x.shape
         s, w = self.stride, self.conv.weight  # [out, k, in]
+        if self.k == s:  # no overlap between steps: nothing to carry
+            return self.conv(x)[:, : T * s]
         if self.k != 2 * s:
+            if stream is not None:
+                raise ValueError("streaming decode needs transposed convs with kernel = stride or 2 x stride")
             return self.conv(x)[:, : T * s]
         y = (x @ w.reshape(-1, w.shape[-1]).T).reshape(B, T, w.shape[0], self.k)  # [B, T, out, k]
         own, spill = y[..., :s], y[..., s:]
-        spill = mx.pad(spill, [(0, 0), (1, 0), (0, 0), (0, 0)])[:, :T]
+        if stream is None:
+            spill = mx.pad(spill, [(0, 0), (1, 0), (0, 0), (0, 0)])[:, :T]
+        else:  # the previous chunk's last step spills onto this chunk's first block
+            spill = stream.extend(self, spill, 1)[:, :T]
         out = (own + spill).transpose(0, 1, 3, 2).reshape(B, T * s, -1)
         return out + self.conv.bias if "bias" in self.conv else out
 
@@ -112,7 +123,7 @@ class SnakeBeta(nn.Module):
         self.alpha = mx.zeros((channels,))
         self.beta = mx.zeros((channels,))
 
-    def __call__(self, x: mx.array) -> mx.array:
+    def __call__(self, x: mx.array, stream=None) -> mx.array:
         return x + (1.0 / (mx.exp(self.beta) + 1e-9)) * mx.sin(x * mx.exp(self.alpha)) ** 2
 
 
@@ -125,8 +136,8 @@ class ConvNeXt(nn.Module):
         self.pwconv2 = nn.Linear(4 * dim, dim)
         self.gamma = mx.zeros((dim,))
 
-    def __call__(self, x: mx.array) -> mx.array:
-        h = self.pwconv2(nn.gelu(self.pwconv1(self.norm(self.dwconv(x)))))
+    def __call__(self, x: mx.array, stream=None) -> mx.array:
+        h = self.pwconv2(nn.gelu(self.pwconv1(self.norm(self.dwconv(x, stream)))))
         return x + self.gamma * h
 
 
@@ -138,8 +149,8 @@ class ResidualUnit(nn.Module):
         self.act2 = SnakeBeta(dim)
         self.conv2 = CausalConv(dim, dim, 1)
 
-    def __call__(self, x):
-        return x + self.conv2(self.act2(self.conv1(self.act1(x))))
+    def __call__(self, x, stream=None):
+        return x + self.conv2(self.act2(self.conv1(self.act1(x), stream)))
 
 
 class DecoderBlock(nn.Module):
@@ -150,9 +161,9 @@ class DecoderBlock(nn.Module):
             ResidualUnit(cout, d) for d in (1, 3, 9)
         ]
 
-    def __call__(self, x):
+    def __call__(self, x, stream=None):
         for layer in self.block:
-            x = layer(x)
+            x = layer(x, stream)
         return x
 
 
@@ -160,19 +171,35 @@ class Attention(nn.Module):
     def __init__(self, a: DecoderArgs):
         super().__init__()
         self.heads, self.kv_heads, self.scale = a.num_attention_heads, a.num_key_value_heads, a.head_dim**-0.5
+        self.window = a.sliding_window
         self.q_proj = nn.Linear(a.hidden_size, a.num_attention_heads * a.head_dim, bias=False)
         self.k_proj = nn.Linear(a.hidden_size, a.num_key_value_heads * a.head_dim, bias=False)
         self.v_proj = nn.Linear(a.hidden_size, a.num_key_value_heads * a.head_dim, bias=False)
         self.o_proj = nn.Linear(a.num_attention_heads * a.head_dim, a.hidden_size, bias=False)
         self.rope = nn.RoPE(a.head_dim, traditional=False, base=a.rope_theta)
 
-    def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
+    def __call__(self, x: mx.array, mask, stream: "DecoderStream | None" = None) -> mx.array:
         B, L, _ = x.shape
-        q = self.rope(self.q_proj(x).reshape(B, L, self.heads, -1).transpose(0, 2, 1, 3))
-        k = self.rope(self.k_proj(x).reshape(B, L, self.kv_heads, -1).transpose(0, 2, 1, 3))
+        offset = 0 if stream is None else stream.position
+        q = self.rope(self.q_proj(x).reshape(B, L, self.heads, -1).transpose(0, 2, 1, 3), offset=offset)
+        k = self.rope(self.k_proj(x).reshape(B, L, self.kv_heads, -1).transpose(0, 2, 1, 3), offset=offset)
         v = self.v_proj(x).reshape(B, L, self.kv_heads, -1).transpose(0, 2, 1, 3)
+        if stream is not None:  # the window's earlier keys / values (already rotated) come first
+            past = stream.state.get(id(self))
+            if past is not None:
+                k, v = mx.concatenate([past[0], k], axis=2), mx.concatenate([past[1], v], axis=2)
+            start = max(k.shape[2] - (self.window - 1), 0)
+            stream.state[id(self)] = (k[:, :, start:], v[:, :, start:])
+            mask = window_mask(L, k.shape[2] - L, self.window)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+
+def window_mask(length: int, past: int, window: int) -> mx.array:
+    """[length, past + length]: query i (after `past` earlier keys) sees the `window` keys up to it."""
+    q = mx.arange(past, past + length)[:, None]
+    k = mx.arange(past + length)[None]
+    return (k <= q) & (k > q - window)
 
 
 class LayerScale(nn.Module):
@@ -194,8 +221,8 @@ class TransformerLayer(nn.Module):
         self.self_attn_layer_scale = LayerScale(a.hidden_size)
         self.mlp_layer_scale = LayerScale(a.hidden_size)
 
-    def __call__(self, x, mask):
-        h = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), mask))
+    def __call__(self, x, mask, stream=None):
+        h = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), mask, stream))
         return h + self.mlp_layer_scale(self.mlp(self.post_attention_layernorm(h)))
 
 
@@ -208,11 +235,13 @@ class PreTransformer(nn.Module):
         self.norm = nn.RMSNorm(a.hidden_size, eps=a.rms_norm_eps)
         self.output_proj = nn.Linear(a.hidden_size, a.latent_dim)
 
-    def __call__(self, x):
-        mask = causal_mask(x.shape[1], window=self.window)
+    def __call__(self, x, stream=None):
+        mask = causal_mask(x.shape[1], window=self.window) if stream is None else None
         h = self.input_proj(x)
         for layer in self.layers:
-            h = layer(h, mask)
+            h = layer(h, mask, stream)
+        if stream is not None:
+            stream.position += x.shape[1]
         return self.output_proj(self.norm(h))
 
 
@@ -278,22 +307,115 @@ class Decoder(nn.Module):
             + [SnakeBeta(out_dim), CausalConv(out_dim, 1, 7)]
         )
 
-    def __call__(self, codes: mx.array) -> mx.array:
-        """codes [B, num_quantizers, T] -> waveform [B, T * samples_per_frame] in [-1, 1]."""
-        h = self.pre_transformer(self.pre_conv(self.quantizer(codes)))
+    def latent(self, codes: mx.array, stream: "DecoderStream | None" = None) -> mx.array:
+        """codes [B, num_quantizers, T] -> the transformer's output [B, T, latent_dim]."""
+        return self.pre_transformer(self.pre_conv(self.quantizer(codes), stream), stream)
+
+    def vocode(self, h: mx.array, stream: "DecoderStream | None" = None) -> mx.array:
+        """[B, T, latent_dim] -> waveform [B, T * samples_per_frame] in [-1, 1]."""
         for up, block in self.upsample:
-            h = block(up(h))
+            h = block(up(h, stream), stream)
         for layer in self.decoder:
-            h = layer(h)
+            h = layer(h, stream)
         return mx.clip(h[..., 0], -1.0, 1.0)
+
+    def __call__(self, codes: mx.array, stream: "DecoderStream | None" = None) -> mx.array:
+        """codes [B, num_quantizers, T] -> waveform [B, T * samples_per_frame] in [-1, 1].
+        With a `stream`, T frames that follow the frames it has seen (chunked decode)."""
+        return self.vocode(self.latent(codes, stream), stream)
+
+    def vocoder_context(self) -> int:
+        """Frames of left context the convolutions after the transformer reach back (their
+        receptive field): each causal conv sees (k-1)*dilation samples at its layer's rate, each
+        2x-stride transposed conv one input step."""
+        rate, reach = 1, 0.0
+        for up, block in self.upsample:
+            rate *= up.stride
+            reach += block.dwconv.left / rate
+        for layer in self.decoder:
+            parts = layer.block if isinstance(layer, DecoderBlock) else [layer]
+            for part in parts:
+                if isinstance(part, CausalTransConv):
+                    reach += 1 / rate
+                    rate *= part.stride
+                elif isinstance(part, ResidualUnit):
+                    reach += part.conv1.left / rate
+                elif isinstance(part, CausalConv):
+                    reach += part.left / rate
+        return math.ceil(reach)
+
+    def stages(self, codes: mx.array, stream: "DecoderStream", context: int = 0):
+        """The streamed decode of `codes` in bounded pieces: a generator that yields after the
+        transformer, upsampling and first conv, then after each vocoder block but the last (the
+        blocks cost about the same: channels halve as the rate grows 4-8x), and returns the
+        waveform [B, T * samples_per_frame]. `context`: only the last `context` frames go past
+        the transformer (see `warm`)."""
+        h = self.latent(codes, stream)
+        if context:
+            h = h[:, -context:]
+        for up, block in self.upsample:
+            h = block(up(h, stream), stream)
+        last_block = max(i for i, layer in enumerate(self.decoder) if isinstance(layer, DecoderBlock))
+        for i, layer in enumerate(self.decoder):
+            h = layer(h, stream)
+            if i < last_block and (i == 0 or isinstance(layer, DecoderBlock)):
+                mx.eval(h)
+                yield
+        return mx.clip(h[..., 0], -1.0, 1.0)
+
+    def warm_stages(self, codes: mx.array, stream: "DecoderStream"):
+        """Feed frames whose audio is not wanted (a cloned voice's reference codes) into `stream`,
+        in pieces like `stages`: the transformer sees all of them (its state spans windows), the
+        vocoder only the last `vocoder_context() + 1`, which leaves its state exactly as after
+        all of them (its convolutions reach back no further)."""
+        yield from self.stages(codes, stream, context=self.vocoder_context() + 1)
+        stream.evaluate()
+
+    def warm(self, codes: mx.array, stream: "DecoderStream") -> None:
+        for _ in self.warm_stages(codes, stream):
+            pass
+
+
+class DecoderStream:
+    """What one utterance's chunked decode carries between chunks (see the module docstring)."""
+
+    def __init__(self):
+        self.state: dict[int, object] = {}
+        self.position = 0
+
+    def extend(self, module, x: mx.array, left: int) -> mx.array:
+        """x with the module's last `left` inputs before it (zeros at the start: causal padding);
+        keeps x's last `left` steps for the next chunk."""
+        if left == 0:
+            return x
+        past = self.state.get(id(module))
+        if past is None:
+            past = mx.zeros((x.shape[0], left) + tuple(x.shape[2:]), dtype=x.dtype)
+        x = mx.concatenate([past, x], axis=1)
+        self.state[id(module)] = x[:, x.shape[1] - left :]
+        return x
+
+    def evaluate(self) -> None:
+        """Materialize the carried state (so the next chunk's graph does not hold this one's)."""
+        arrays = [a for v in self.state.values() for a in (v if isinstance(v, tuple) else (v,))]
+        mx.eval(arrays)
 
 
 class SpeechTokenizer(nn.Module):
-    """The `speech_tokenizer/` checkpoint: only `decoder` is built."""
+    """The `speech_tokenizer/` checkpoint: the decoder, and the encoder when `encoder` is given
+    (voice cloning in context; checkpoints without `encoder.*` tensors decode only)."""
 
-    def __init__(self, a: DecoderArgs):
+    def __init__(self, a: DecoderArgs, encoder: EncoderArgs | None = None):
         super().__init__()
         self.decoder = Decoder(a)
+        if encoder is not None:
+            self.encoder = Encoder(encoder)
+
+    def _keep(self, name: str) -> bool:
+        if name.startswith("encoder."):
+            return "encoder" in self and is_encoder_tensor(name)
+        # the decoder's quantizer has no use for its encoder-side input projections
+        return name.startswith("decoder.") and not (".input_proj.weight" in name and "quantizer" in name)
 
     def sanitize(self, weights: dict) -> dict:
         from mlx.utils import tree_flatten
@@ -301,13 +423,14 @@ class SpeechTokenizer(nn.Module):
         expected = dict(tree_flatten(self.parameters()))
         out = {}
         for name, w in weights.items():
-            if not name.startswith("decoder.") or ".input_proj.weight" in name and "quantizer" in name:
-                continue  # the encoder and the quantizer's encoder-side projections
-            name = name.replace("._codebook.", ".codebook.")
+            if not self._keep(name):
+                continue
+            if name.startswith("decoder."):
+                name = name.replace("._codebook.", ".codebook.")
             if w.ndim == 3 and name in expected:
-                # Transposed convs are the `.conv` of an upsample stage or a block's second layer.
-                transposed = ".upsample." in name and name.endswith(".0.conv.weight") or (
-                    ".block.1.conv.weight" in name
+                # Transposed convs: the decoder's upsample stages' `.0.conv` and blocks' `.block.1`.
+                transposed = name.startswith("decoder.") and (
+                    ".upsample." in name and name.endswith(".0.conv.weight") or ".block.1.conv.weight" in name
                 )
                 w = fit_conv_weight(w, expected[name].shape, transposed=transposed)
             out[name] = w

@@ -6,8 +6,11 @@ frame (a talker step and the code predictor's 15 small steps) or one chunk of de
 
 Generation follows qwen-tts 0.1.1 (`Qwen3TTSForConditionalGeneration.generate`): the same prompt
 layout, repetition penalty over the first codebook, the last 1024 codec ids suppressed except EOS,
-EOS banned for the first two frames, and the speech tokenizer's chunked decode with 25 frames of
-left context.
+EOS banned for the first two frames; in-context cloning (a voice with reference codes and
+transcript) builds the prompt as `generate_icl_prompt` does and decodes with the reference codes as
+the codec's left context (qwen-tts decodes them together and cuts their audio off). The codec
+decodes as a stream (qwen3_tts_codec.DecoderStream): each decoded chunk is exact, not an
+approximation with a fixed left context.
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ from ominix.engine.audio.synth import SynthesisOptions, VoiceError
 from ominix.engine.llm.cache import KVCache
 from ominix.engine.load import LoadError, apply_compute_dtype, build_model, check_weights, read_config, read_weights
 from ominix.models.qwen3_tts import Model
-from ominix.models.qwen3_tts_codec import DecoderArgs, SpeechTokenizer
+from ominix.models.qwen3_tts_codec import DecoderArgs, DecoderStream, SpeechTokenizer
+from ominix.models.qwen3_tts_encoder import EncoderArgs
 
 SAMPLE_RATE = 24_000
-LEFT_CONTEXT = 25  # frames of context each decoded chunk starts with (the reference's value)
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -61,8 +64,10 @@ def _load_text_tokenizer(path: Path):
 def _load_codec(path: Path) -> SpeechTokenizer:
     folder = path / "speech_tokenizer"
     config = read_config(folder)
-    codec = SpeechTokenizer(DecoderArgs.from_dict(config))
     weights, origin = read_weights(folder)
+    # The encoder (in-context cloning) only where its tensors ship: decode-only conversions exist.
+    has_encoder = any(k.startswith("encoder.") for k in weights)
+    codec = SpeechTokenizer(DecoderArgs.from_dict(config), EncoderArgs.from_dict(config) if has_encoder else None)
     weights = codec.sanitize(weights)
     check_weights(codec, weights, origin)
     codec.load_weights(list(weights.items()), strict=True)
@@ -139,6 +144,27 @@ class Qwen3TTS:
     def can_clone(self) -> bool:
         return hasattr(self.model, "speaker_encoder")
 
+    @property
+    def can_icl(self) -> bool:
+        """Cloning in context (reference codes + transcript) needs the speech tokenizer's encoder."""
+        return self.can_clone and "encoder" in self.codec
+
+    def reference_codes(self, audio: np.ndarray) -> np.ndarray:
+        """A 24 kHz mono clip -> its codes [frames, codebooks] (qwen-tts' speech_tokenizer.encode)."""
+        pieces = self.reference_codes_stages(audio)
+        while True:
+            try:
+                next(pieces)
+            except StopIteration as done:
+                return done.value
+
+    def reference_codes_stages(self, audio: np.ndarray):
+        """`reference_codes` in bounded pieces (a generator returning the codes), for the worker."""
+        if not self.can_icl:
+            raise VoiceError("this model's speech tokenizer has no encoder: it cannot clone a voice in context")
+        codes = yield from self.codec.encoder.stages(mx.array(np.asarray(audio, np.float32))[None])
+        return np.array(codes[0].T).astype(np.int32)
+
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
@@ -213,6 +239,9 @@ class Qwen3TTS:
             pieces.append(talker.text(self.encode(f"<|im_start|>user\n{options.instructions}<|im_end|>\n")))
         pieces += [talker.text(ids[:3]), head]
         body = ids[3:-5]
+        if options.voice_codes is not None:
+            icl, trailing = self._icl(body, options, eos, pad)
+            return mx.concatenate(pieces + [icl], axis=1), trailing, pad
         if options.non_streaming_text:
             text_part = mx.concatenate([talker.text(body), eos], axis=1) if body else eos
             pieces.append(text_part + talker.codec([a.codec_pad_id] * (len(body) + 1)))
@@ -222,6 +251,24 @@ class Qwen3TTS:
             pieces.append(talker.text(ids[3:4]) + codec[:, -1:])
             trailing = mx.concatenate([talker.text(ids[4:-5]), eos], axis=1) if len(ids) > 9 else eos
         return mx.concatenate(pieces, axis=1), trailing, pad
+
+    def _icl(self, body: list[int], options: SynthesisOptions, eos, pad) -> tuple[mx.array, mx.array]:
+        """The in-context part of a cloned voice's prompt (qwen-tts' generate_icl_prompt): the
+        reference transcript then the text, over codec BOS then the reference clip's frames."""
+        a, talker = self.talker_args, self.model.talker
+        if not options.voice_text:
+            raise VoiceError("in-context cloning needs the reference clip's transcript")
+        ref = self.encode(f"<|im_start|>assistant\n{options.voice_text}<|im_end|>\n")[3:-2]
+        text = mx.concatenate([talker.text(ref + body), eos], axis=1)
+        codes = mx.array(np.asarray(options.voice_codes, np.int32))
+        codec = mx.concatenate([talker.codec([a.codec_bos_id]), talker.codes_embedding(codes)], axis=1)
+        n_text, n_codec = text.shape[1], codec.shape[1]
+        if options.non_streaming_text:
+            icl = text + talker.codec([a.codec_pad_id] * n_text)
+            return mx.concatenate([icl, codec + pad], axis=1), pad
+        if n_text > n_codec:
+            return text[:, :n_codec] + codec, text[:, n_codec:]
+        return mx.concatenate([text, mx.repeat(pad, n_codec - n_text, axis=1)], axis=1) + codec, pad
 
 
 class Synthesis:
@@ -249,6 +296,10 @@ class Synthesis:
         self.generating = True
         self.first_chunk = options.first_chunk_frames
         self.chunk = options.chunk_frames
+        self.step_frames = max(1, options.decode_chunk_frames)
+        self.draining = False  # a chunk is due: decode (step_frames per step) until none is pending
+        self.stream: DecoderStream | None = None  # the codec decoder's carried state
+        self.decoding = None  # the chunk being decoded: a generator of bounded pieces (Decoder.stages)
         self.trace: dict[str, list] | None = None  # set to {} to keep every step's logits (tests)
 
     def _record(self, name: str, logits: mx.array) -> None:
@@ -306,31 +357,55 @@ class Synthesis:
         self.frames.append(np.array(codes))
 
     def _due(self) -> int:
-        """Frames ready to decode now: a full chunk, or everything once generation has ended."""
+        """Frames to decode in this step: once a chunk is pending (or generation has ended), the
+        pending frames, at most `step_frames` per step, until none is left."""
         pending = len(self.frames) - self.decoded
+        if not pending:
+            self.draining = False
+            return 0
         size = self.first_chunk if self.decoded == 0 else self.chunk
-        return pending if (not self.generating or pending >= size) and pending else 0
+        if not self.generating or pending >= size:
+            self.draining = True
+        return min(pending, self.step_frames) if self.draining else 0
 
-    def _decode(self, n: int) -> np.ndarray:
-        start, end = self.decoded, self.decoded + n
-        ctx = min(LEFT_CONTEXT, start)
-        codes = mx.array(np.stack(self.frames[start - ctx : end], axis=1)[None])  # [1, G, T]
-        wav = self.tts.codec.decoder(codes)[0, ctx * self.tts.frame_samples :]
-        self.decoded = end
-        return np.array(wav.astype(mx.float32))
+    def _advance(self) -> np.ndarray | None:
+        """One piece of the chunk being decoded; its samples once the last piece is done."""
+        try:
+            next(self.decoding)
+            return None
+        except StopIteration as finished:
+            self.decoding = None
+            wav = finished.value
+            if wav is None:  # the warm-up: no audio
+                return None
+            mx.eval(wav)
+            self.stream.evaluate()
+            return np.array(wav[0].astype(mx.float32))
 
     def step(self) -> np.ndarray | None:
-        """One unit of work; returns new audio samples (float32, 24 kHz) when a chunk is decoded."""
+        """One unit of work (a frame, or a piece of a chunk's decode); returns new audio samples
+        (float32, 24 kHz) when a chunk's decode completes."""
+        decoder = self.tts.codec.decoder
+        if self.stream is None:
+            self.stream = DecoderStream()
+            if self.options.voice_codes is not None:  # a cloned voice's clip is the decoder's left context
+                ref = mx.array(np.asarray(self.options.voice_codes, np.int32).T[None])  # [1, G, T]
+                self.decoding = decoder.warm_stages(ref, self.stream)
+        if self.decoding is not None:
+            return self._advance()
         due = self._due()
         if due:
-            return self._decode(due)
+            codes = mx.array(np.stack(self.frames[self.decoded : self.decoded + due], axis=1)[None])  # [1, G, n]
+            self.decoded += due
+            self.decoding = decoder.stages(codes, self.stream)
+            return self._advance()
         if self.generating:
             self._generate()
         return None
 
     @property
     def done(self) -> bool:
-        return not self.generating and self.decoded == len(self.frames)
+        return not self.generating and self.decoded == len(self.frames) and self.decoding is None
 
     def codes(self) -> np.ndarray:
         """[frames, G] codes generated so far."""

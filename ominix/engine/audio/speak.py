@@ -2,8 +2,8 @@
 
 The text is split at sentence boundaries and spoken one sentence after another, so the first audio
 comes after the first sentence's first frames, not after the whole text. Each `step()` is one
-bounded unit of the current sentence's synthesis (one frame, or one decoded chunk); decoded audio
-leaves as an `AudioChunk` event at once. The result is the request's usage.
+bounded unit of the current sentence's synthesis (one frame, or a piece of a chunk's decode);
+decoded audio leaves as an `AudioChunk` event at once. The result is the request's usage.
 """
 
 from __future__ import annotations
@@ -151,14 +151,23 @@ def clip_sample_rate(path: Path) -> int:
     return int((config.get("speaker_encoder_config") or {}).get("sample_rate") or 24000)
 
 
+@dataclass
+class ClonedVoice:
+    vector: np.ndarray  # the speaker vector (x-vector)
+    codes: np.ndarray | None = None  # the clip's codes [frames, codebooks], for in-context cloning
+
+
 class CloneVoiceJob(StepJob):
-    """One step: the speaker vector of a decoded reference clip (at `clip_sample_rate`)."""
+    """A voice from a decoded reference clip (at the model's sample rate): step 1 the speaker
+    vector (GPT-SoVITS: from the clip and its transcript); then, for Qwen3-TTS when the clip's
+    transcript is given and the model can, the clip's codes (the encoder, a few bounded steps)."""
 
     kind = "tts"
 
     def __init__(self, audio: np.ndarray, text: str | None = None):
-        self.audio, self.text = audio, text  # the transcript: GPT-SoVITS needs it, Qwen3-TTS does not
-        self.vector = None
+        self.audio, self.text = audio, text  # GPT-SoVITS needs the transcript; Qwen3-TTS clones in context with it
+        self.voice: ClonedVoice | None = None
+        self.encoding = None
 
     def begin(self, resident, ticket) -> None:
         self.tts: SpeechSynthesizer = resident.model
@@ -166,14 +175,26 @@ class CloneVoiceJob(StepJob):
             raise VoiceError("this model cannot clone voices (Qwen3-TTS: use a Base model)")
 
     def step(self) -> bool:
-        if getattr(self.tts, "needs_transcript", False):
-            self.vector = self.tts.speaker_embedding(self.audio, self.text)
-        else:
-            self.vector = self.tts.speaker_embedding(self.audio)
+        if self.voice is None:
+            if getattr(self.tts, "needs_transcript", False):
+                return self._finish(ClonedVoice(self.tts.speaker_embedding(self.audio, self.text)))
+            self.voice = ClonedVoice(self.tts.speaker_embedding(self.audio))
+            return not (self.text and getattr(self.tts, "can_icl", False))
+        if self.encoding is None:
+            self.encoding = self.tts.reference_codes_stages(self.audio)
+        try:
+            next(self.encoding)
+            return False
+        except StopIteration as done:
+            self.voice.codes = done.value
+            return True
+
+    def _finish(self, voice: ClonedVoice) -> bool:
+        self.voice = voice
         return True
 
-    def result(self):
-        return self.vector
+    def result(self) -> ClonedVoice:
+        return self.voice
 
     def close(self) -> None:
-        self.audio = None
+        self.audio = self.encoding = None

@@ -2,7 +2,7 @@
 
 A TTS kind's loader returns a `SpeechSynthesizer`; the speak job (engine/audio/speak.py) calls
 `synthesis(text, options)` once per sentence and then `step()` once per worker turn, so a long text
-never holds the inference thread for more than one frame or one decoded chunk.
+never holds the inference thread for more than one frame or one piece of a chunk's decode.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ class VoiceError(ValueError):
 class SynthesisOptions:
     voice: str | None = None  # a named speaker of the checkpoint
     voice_embedding: np.ndarray | None = None  # a cloned voice's speaker vector (instead of `voice`)
+    voice_codes: np.ndarray | None = None  # its reference clip's codes [frames, codebooks]: in-context cloning
+    voice_text: str | None = None  # and the clip's transcript (both, or x-vector only)
     instructions: str | None = None  # style control ("speak slowly and sadly")
     language: str | None = None  # None / "auto": let the model decide
     temperature: float | None = None  # None: the checkpoint's generation_config; 0: greedy
@@ -28,7 +30,8 @@ class SynthesisOptions:
     max_frames: int | None = None
     non_streaming_text: bool = True  # the whole text in the prompt (qwen-tts' default for named voices)
     first_chunk_frames: int = 6  # audio frames in the first decoded chunk (short: first audio sooner)
-    chunk_frames: int = 24  # and in each later chunk
+    chunk_frames: int = 6  # and in each later chunk (audio leaves every 0.48 s, as mlx-audio streams)
+    decode_chunk_frames: int = 6  # at most this many frames decoded together (in 5 bounded worker steps)
     sentence: int = 0  # which sentence of the request this is (set by the speak job)
 
 
@@ -50,3 +53,6 @@ class SpeechSynthesizer(Protocol):
     def speaker_embedding(self, audio: np.ndarray) -> np.ndarray:
         """A voice vector from a mono clip at `sample_rate` (voice cloning)."""
         ...
+
+    # Optional (in-context cloning): `can_icl`, `reference_codes(audio) -> [frames, codebooks]` and
+    # `reference_codes_stages(audio)`, the same as a generator of bounded pieces.

@@ -1,8 +1,11 @@
 """Cloned voices: a speaker vector per (model, name), kept under OMINIX_HOME/voices/.
 
 A voice is made once from a reference clip (the model's speaker encoder, on the worker) and then
-named in speech requests like a built-in speaker. Files: `<model>/<voice id>.npy` (the vector) and
-`<model>/<voice id>.json` (name, transcript, clip length, created). numpy and JSON only: no MLX.
+named in speech requests like a built-in speaker. Files: `<model>/<voice id>.npy` (the vector),
+`<model>/<voice id>.codes.npy` (the clip's speech-tokenizer codes, when a transcript came with it)
+and `<model>/<voice id>.json` (name, transcript, mode, clip length, created). A voice with codes and
+transcript clones in context (`mode` "icl": Qwen3-TTS' x_vector_only_mode false); without, from
+the vector only ("x_vector"). numpy and JSON only: no MLX.
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ def decode_clip(data: bytes, sample_rate: int) -> np.ndarray:
     return audio
 
 
-def save(model: str, name: str, vector: np.ndarray, seconds: float, text: str | None = None) -> dict:
+def save(model: str, name: str, vector: np.ndarray, seconds: float, text: str | None = None,
+         codes: np.ndarray | None = None) -> dict:  # fmt: skip
     check_name(name)
     root = _root(model)
     with _lock:
@@ -73,9 +77,13 @@ def save(model: str, name: str, vector: np.ndarray, seconds: float, text: str | 
             if old["name"] == name:
                 delete(model, old["id"])
         voice_id = "voice_" + uuid.uuid4().hex[:16]
+        icl = codes is not None and bool(text)
         meta = {"id": voice_id, "object": "audio.voice", "name": name, "model": model,
-                "created_at": int(time.time()), "seconds": round(seconds, 3), "text": text}  # fmt: skip
+                "created_at": int(time.time()), "seconds": round(seconds, 3), "text": text,
+                "mode": "icl" if icl else "x_vector"}  # fmt: skip
         np.save(root / f"{voice_id}.npy", np.asarray(vector, dtype=np.float32))
+        if icl:
+            np.save(root / f"{voice_id}.codes.npy", np.asarray(codes, dtype=np.int32))
         (root / f"{voice_id}.json").write_text(json.dumps(meta))
     return meta
 
@@ -93,21 +101,28 @@ def list_voices(model: str) -> list[dict]:
     return out
 
 
-def lookup(model: str, name_or_id: str) -> np.ndarray | None:
-    """The vector of a cloned voice named (or with the id) `name_or_id`, or None."""
+def clone_options(model: str, name_or_id: str) -> dict | None:
+    """SynthesisOptions fields for the cloned voice named (or with the id) `name_or_id`, or None.
+    In-context voices bring the clip's codes and transcript; every cloned voice speaks with the
+    text streamed into the prompt, qwen-tts' default for generate_voice_clone."""
     for meta in list_voices(model):
-        if name_or_id in (meta["id"], meta["name"]):
-            try:
-                return np.load(_root(model) / f"{meta['id']}.npy")
-            except OSError:
-                return None
+        if name_or_id not in (meta["id"], meta["name"]):
+            continue
+        root = _root(model)
+        try:
+            vector = np.load(root / f"{meta['id']}.npy")
+            codes = np.load(root / f"{meta['id']}.codes.npy") if meta.get("mode") == "icl" else None
+        except OSError:
+            return None
+        return {"voice": None, "voice_embedding": vector, "voice_codes": codes,
+                "voice_text": meta.get("text") if codes is not None else None, "non_streaming_text": False}  # fmt: skip
     return None
 
 
 def delete(model: str, voice_id: str) -> bool:
     root = _root(model)
     found = False
-    for suffix in (".npy", ".json"):
+    for suffix in (".npy", ".codes.npy", ".json"):
         f = root / f"{voice_id}{suffix}"
         if f.exists():
             f.unlink()
