@@ -178,3 +178,23 @@ def test_the_asr_loader_knows_the_bundle_by_its_files(bundle):
     recognizer, _ = asr.load(bundle[0])  # the crate's 8 adaptor heads
     assert isinstance(recognizer, FunASRQwen4BRecognizer)
     assert recognizer.audio_model.adaptor.layers[0].heads == 8
+
+
+def test_qwen3_4b_comes_from_the_required_entry_when_not_inside(bundle, tmp_path, monkeypatch):
+    """`ominix pull funasr-qwen4b` puts the adaptor repo and its `requires` (qwen3-4b) in the HF
+    cache side by side; the loader finds the LLM there, and says what to pull when it is not."""
+    from ominix.engine.load import LoadError
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    adaptor_only = tmp_path / "adaptor-repo"
+    shutil.copytree(bundle[0], adaptor_only, ignore=shutil.ignore_patterns("models"))
+    with pytest.raises(LoadError, match=r"'qwen3-4b' entry is not installed \(`ominix pull qwen3-4b`\)"):
+        load_funasr_qwen4b(adaptor_only)
+    repo = tmp_path / "hf" / "models--mlx-community--Qwen3-4B-8bit"
+    shutil.copytree(bundle[0] / "models" / "Qwen3-4B", repo / "snapshots" / ("a" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    recognizer = load_funasr_qwen4b(adaptor_only)
+    inside = load_funasr_qwen4b(bundle[0])
+    audio = speechlike(1.5, seed=3)
+    assert recognizer.generate(audio, "transcribe")["tokens"] == inside.generate(audio, "transcribe")["tokens"]

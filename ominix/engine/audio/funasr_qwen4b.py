@@ -4,7 +4,8 @@ Files (one directory, the crate's search order): the SenseVoice encoder `sensevo
 (or `sensevoice/encoder.safetensors`, `model.safetensors`); the adaptor
 `adaptor_phase3_final.safetensors` (or `adaptor_phase2_final`, `adaptor.safetensors`, also under
 `models/`); Qwen3-4B in `models/Qwen3-4B-8bit/`, `models/Qwen3-4B-4bit/`, `models/Qwen3-4B/` or
-`qwen3-4b/` (any layout our loader reads), which also gives the tokenizer.
+`qwen3-4b/` (any layout our loader reads), which also gives the tokenizer; without one, the
+installed `qwen3-4b` catalog entry (the entry's `requires`, which `ominix pull` fetches with it).
 
 No chat template (the crate's phase-3 training format): the embeddings of a bare instruction, the
 adapted audio frames, then a suffix, decoded greedily:
@@ -30,6 +31,7 @@ TOKENS_PER_SECOND = {"transcribe": 5.0, "translate": 8.0}
 ENCODER_FILES = ("sensevoice_iic.safetensors", "sensevoice/encoder.safetensors", "model.safetensors")
 ADAPTOR_FILES = ("adaptor_phase3_final.safetensors", "models/adaptor_phase3_final.safetensors",
                  "adaptor_phase2_final.safetensors", "models/adaptor_phase2_final.safetensors", "adaptor.safetensors")
+REQUIRED_LLM = "qwen3-4b"  # the entry `ominix pull funasr-qwen4b` pulls with it (its `requires`)
 LLM_DIRS = ("models/Qwen3-4B-8bit", "models/Qwen3-4B-4bit", "models/Qwen3-4B", "qwen3-4b")
 EOS = (151643, 151645)
 
@@ -110,6 +112,21 @@ def _first(path: Path, names) -> Path | None:
     return next((path / n for n in names if (path / n).exists()), None)
 
 
+def _llm_dir(path: Path) -> Path | None:
+    """Qwen3-4B inside the directory, as the crate lays it out, or else the catalog entry the
+    funasr-qwen4b entry requires (pulled with it, so it lives in the HF cache, not in `path`)."""
+    from ominix.hub.store import StoreError, locate
+    from ominix.registry import RegistryError
+
+    inside = next((path / d for d in LLM_DIRS if (path / d / "config.json").is_file()), None)
+    if inside is not None:
+        return inside
+    try:
+        return locate(REQUIRED_LLM).path
+    except (StoreError, RegistryError):
+        return None
+
+
 def load_funasr_qwen4b(path: str | Path, adaptor_heads: int = 8):
     """The recognizer for a funasr-qwen4b directory (`adaptor_heads`: the crate's 8; the files do
     not record it)."""
@@ -121,10 +138,11 @@ def load_funasr_qwen4b(path: str | Path, adaptor_heads: int = 8):
     encoder, adaptor = _first(path, ENCODER_FILES), _first(path, ADAPTOR_FILES)
     if adaptor is None:
         adaptor = next(iter(sorted(path.glob("adaptor*.safetensors"))), None)
-    llm_dir = next((path / d for d in LLM_DIRS if (path / d / "config.json").is_file()), None)
+    llm_dir = _llm_dir(path)
     for what, found in (("SenseVoice encoder (sensevoice_iic.safetensors)", encoder),
                         ("adaptor (adaptor_phase3_final.safetensors)", adaptor),
-                        (f"Qwen3-4B directory ({' or '.join(LLM_DIRS)})", llm_dir)):
+                        (f"Qwen3-4B directory ({' or '.join(LLM_DIRS)}), and the '{REQUIRED_LLM}' entry "
+                         f"is not installed (`ominix pull {REQUIRED_LLM}`)", llm_dir)):
         if found is None:
             raise LoadError(f"{path} has no {what}")
     try:
