@@ -116,7 +116,8 @@ def test_doctor_json_reports_machine_store_blas_and_catalog(tmp_path, monkeypatc
     assert len(verdicts) > len(entries)
     assert verdicts["qwen3-0.6b"]["runs_in_this_build"] is True
     assert verdicts["gpt-sovits"]["runs_in_this_build"] is True
-    assert verdicts["funasr-qwen4b"]["runs_in_this_build"] is False  # no module for its architecture yet
+    assert verdicts["funasr-qwen4b"]["runs_in_this_build"] is True
+    assert verdicts["doctor-elsewhere"]["runs_in_this_build"] is False  # names no architecture
 
     text = CliRunner().invoke(app, ["doctor"])
     assert text.exit_code == 0, text.output

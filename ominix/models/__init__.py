@@ -39,6 +39,7 @@ ARCHITECTURES: dict[str, str] = {
     "sensevoice": "ominix.models.sensevoice",
     "qwen3_asr": "ominix.models.qwen3_asr",
     "fun_asr_nano": "ominix.models.fun_asr_nano",
+    "funasr_qwen4b": "ominix.models.funasr_qwen4b",  # SenseVoice + adaptor; the LLM is qwen3.py
     "qwen3_vl": "ominix.models.qwen3_vl",
     "moxin_vlm": "ominix.models.moxin_vlm",
     "prismatic": "ominix.models.moxin_vlm",
