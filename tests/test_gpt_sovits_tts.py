@@ -107,6 +107,7 @@ def voice(server):
                    files=files, timeout=300)  # fmt: skip
     assert r.status_code == 200, r.text
     assert r.json()["text"] == TRANSCRIPT
+    assert r.json()["mode"] == "reference"  # the clip's and transcript's features, not an x-vector
     return r.json()["id"]
 
 

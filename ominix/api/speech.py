@@ -198,7 +198,8 @@ async def create_voice(request: Request):
         raise APIError(500, "voice cloning ended without a result", type="server_error")
     seconds = len(audio) / _clip_rate(ref)
     result = first.result
-    meta = await run_in_threadpool(voices.save, ref.id, name, result.vector, seconds, text, result.codes)
+    meta = await run_in_threadpool(voices.save, ref.id, name, result.vector, seconds, text, result.codes,
+                                   result.mode)
     return JSONResponse({**meta, "type": "cloned"})
 
 

@@ -155,6 +155,7 @@ def clip_sample_rate(path: Path) -> int:
 class ClonedVoice:
     vector: np.ndarray  # the speaker vector (x-vector)
     codes: np.ndarray | None = None  # the clip's codes [frames, codebooks], for in-context cloning
+    mode: str | None = None  # how the model clones with it; None: voices.save tells from the codes
 
 
 class CloneVoiceJob(StepJob):
@@ -177,7 +178,8 @@ class CloneVoiceJob(StepJob):
     def step(self) -> bool:
         if self.voice is None:
             if getattr(self.tts, "needs_transcript", False):
-                return self._finish(ClonedVoice(self.tts.speaker_embedding(self.audio, self.text)))
+                vector = self.tts.speaker_embedding(self.audio, self.text)
+                return self._finish(ClonedVoice(vector, mode="reference"))  # clip + transcript features
             self.voice = ClonedVoice(self.tts.speaker_embedding(self.audio))
             return not (self.text and getattr(self.tts, "can_icl", False))
         if self.encoding is None:

@@ -5,7 +5,8 @@ named in speech requests like a built-in speaker. Files: `<model>/<voice id>.npy
 `<model>/<voice id>.codes.npy` (the clip's speech-tokenizer codes, when a transcript came with it)
 and `<model>/<voice id>.json` (name, transcript, mode, clip length, created). A voice with codes and
 transcript clones in context (`mode` "icl": Qwen3-TTS' x_vector_only_mode false); without, from
-the vector only ("x_vector"). numpy and JSON only: no MLX.
+the vector only ("x_vector"); GPT-SoVITS voices pack the clip's and transcript's features
+("reference"). numpy and JSON only: no MLX.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def decode_clip(data: bytes, sample_rate: int) -> np.ndarray:
 
 
 def save(model: str, name: str, vector: np.ndarray, seconds: float, text: str | None = None,
-         codes: np.ndarray | None = None) -> dict:  # fmt: skip
+         codes: np.ndarray | None = None, mode: str | None = None) -> dict:  # fmt: skip
     check_name(name)
     root = _root(model)
     with _lock:
@@ -80,7 +81,7 @@ def save(model: str, name: str, vector: np.ndarray, seconds: float, text: str | 
         icl = codes is not None and bool(text)
         meta = {"id": voice_id, "object": "audio.voice", "name": name, "model": model,
                 "created_at": int(time.time()), "seconds": round(seconds, 3), "text": text,
-                "mode": "icl" if icl else "x_vector"}  # fmt: skip
+                "mode": mode or ("icl" if icl else "x_vector")}  # fmt: skip
         np.save(root / f"{voice_id}.npy", np.asarray(vector, dtype=np.float32))
         if icl:
             np.save(root / f"{voice_id}.codes.npy", np.asarray(codes, dtype=np.int32))
