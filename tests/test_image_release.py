@@ -13,7 +13,8 @@ import pytest
 
 from ominix.api.app import create_app
 from ominix.engine.image import pipeline
-from ominix.engine.pool import ModelLoadError, ModelPool, estimate_bytes
+from ominix.engine.pool import ModelLoadError, ModelPool
+from ominix.engine.budget import estimate_bytes
 from tests.image_checkpoints import build_zimage
 from tests.server_fixtures import ServerThread, random_qwen3
 

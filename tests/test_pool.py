@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from ominix.api.app import create_app
-from ominix.engine.pool import ModelPool, estimate_bytes, parse_keep_alive, parse_memory, total_memory
+from ominix.engine.pool import ModelPool
+from ominix.engine.budget import estimate_bytes, parse_keep_alive, parse_memory, total_memory
 from tests.server_fixtures import CONFIG, ServerThread, random_qwen3, write_checkpoint
 
 USER = [{"role": "user", "content": "hi"}]

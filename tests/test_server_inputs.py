@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from ominix.api.app import create_app
-from ominix.engine.pool import ModelPool, parse_keep_alive
+from ominix.engine.pool import ModelPool
+from ominix.engine.budget import parse_keep_alive
 from tests.server_fixtures import ServerThread, qwen3_embedding, random_qwen3
 
 JSON = {"Content-Type": "application/json"}

@@ -15,7 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ominix import kinds
 from ominix.api.app import APIError, check_auth, validation_message
-from ominix.engine.pool import ModelLoadError, ModelNotFoundError, ModelRef, parse_keep_alive
+from ominix.engine.pool import ModelLoadError, ModelNotFoundError, ModelRef
+from ominix.engine.budget import parse_keep_alive
 from ominix.engine.llm.jobs import ContextLengthError, PromptStarted, TokenEvent
 from ominix.engine.worker import DEFAULT, Cancelled, Failed, JobStream, QueueFull, RequestTimeout, WorkerStopped
 

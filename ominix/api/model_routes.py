@@ -14,7 +14,8 @@ from ominix.api.schemas import LoadRequest
 from ominix.api.common import (
     auth, read_body, read_request, servable_ref,
 )
-from ominix.engine.pool import ModelLoadError, ModelRef, parse_keep_alive
+from ominix.engine.pool import ModelLoadError, ModelRef
+from ominix.engine.budget import parse_keep_alive
 from ominix.engine.worker import DEFAULT
 
 log = logging.getLogger("ominix.api")

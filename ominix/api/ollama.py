@@ -21,7 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from ominix.api import ollama_info as info
 from ominix.api.app import APIError, check_auth
 from ominix.api.ollama_jobs import OllamaError, chat_job, embed_inputs, generate_job, options_of, run_chat
-from ominix.engine.pool import ModelNotFoundError, parse_keep_alive
+from ominix.engine.pool import ModelNotFoundError
+from ominix.engine.budget import parse_keep_alive
 from ominix.engine.worker import DEFAULT
 
 router = APIRouter()

@@ -15,7 +15,7 @@ MAX_N = 8  # completions per request; each runs its own decode
 
 def _check_keep_alive(v):
     if v is not None:
-        from ominix.engine.pool import parse_keep_alive
+        from ominix.engine.budget import parse_keep_alive
 
         parse_keep_alive(v)  # raises ValueError with a readable message
     return v

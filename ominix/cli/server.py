@@ -50,12 +50,8 @@ def serve(
 
     from ominix import _blas
     from ominix.api.app import create_app
-    from ominix.engine.pool import (
-        ModelNotFoundError,
-        ModelPool,
-        parse_keep_alive,
-        parse_memory,
-    )
+    from ominix.engine.pool import ModelNotFoundError, ModelPool
+    from ominix.engine.budget import parse_keep_alive, parse_memory
 
     _blas.warn_once_if_slow()
     try:
