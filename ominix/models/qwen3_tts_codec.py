@@ -25,7 +25,7 @@ import mlx.nn as nn
 
 from ominix.models.layers import MLP, causal_mask
 from ominix.models.qwen3_tts import fit_conv_weight
-from ominix.models.qwen3_tts_encoder import Encoder, EncoderArgs, is_encoder_tensor
+from ominix.models.qwen3_tts_encoder import Encoder, EncoderArgs, LayerScale, is_encoder_tensor
 
 
 @dataclass
@@ -200,15 +200,6 @@ def window_mask(length: int, past: int, window: int) -> mx.array:
     q = mx.arange(past, past + length)[:, None]
     k = mx.arange(past + length)[None]
     return (k <= q) & (k > q - window)
-
-
-class LayerScale(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.scale = mx.zeros((dim,))
-
-    def __call__(self, x):
-        return self.scale * x
 
 
 class TransformerLayer(nn.Module):
