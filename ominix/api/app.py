@@ -41,6 +41,10 @@ class APIError(Exception):
         self.param = param
         self.code = code
 
+    def body(self) -> dict:
+        """The inner object of OpenAI's error body; also what a stream sends when it fails midway."""
+        return {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+
     def response(self) -> JSONResponse:
         return error_response(self.status, self.message, self.type, self.param, self.code)
 

@@ -184,8 +184,7 @@ async def chat_stream(request, stream, started, meta, req, parse_tools, in_reaso
             elif isinstance(event, Failed):
                 if isinstance(event.error, Cancelled):
                     return
-                err = engine_error(event.error)
-                yield sse({"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}})
+                yield sse({"error": engine_error(event.error).body()})
                 return
             elif isinstance(event, Done):
                 if include_usage:

@@ -151,8 +151,7 @@ async def completion_stream(request, stream, started, meta, req, include_usage):
             elif isinstance(event, Failed):
                 if isinstance(event.error, Cancelled):
                     return
-                err = engine_error(event.error)
-                yield sse({"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}})
+                yield sse({"error": engine_error(event.error).body()})
                 return
             elif isinstance(event, Done) and include_usage:
                 u = event.result

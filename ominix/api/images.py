@@ -224,9 +224,7 @@ async def generate(request: Request, params: ImageParams, references: list):
                             yield _event("image_generation.completed", data, None,
                                          {**common, "size": size, "usage": usage(result)})  # fmt: skip
                     elif isinstance(event, Failed):
-                        err = engine_error(event.error)
-                        yield sse({"type": "error", "error": {"message": err.message, "type": err.type,
-                                                              "param": err.param, "code": err.code}})  # fmt: skip
+                        yield sse({"type": "error", "error": engine_error(event.error).body()})
             finally:
                 stream.cancel()
 

@@ -121,7 +121,7 @@ async def speech(request: Request):
                 elif what == "done":
                     yield sse({"type": "speech.audio.done", "usage": value.body()})
                 elif what == "failed":
-                    yield sse({"type": "error", "error": {"message": value.message, "type": value.type}})
+                    yield sse({"type": "error", "error": value.body()})
 
         return StreamingResponse(body_sse(), media_type="text/event-stream")
 
