@@ -114,6 +114,8 @@ def decode_steps(model, tok, cross_kv, initial: list[int], rules: LogitRules, *,
     it is chosen (streaming)."""
     cache = make_cache()
     step_logits, no_speech_prob = prefill(model, tok, cross_kv, initial, cache, sot_index)
+    if no_speech_prob > NO_SPEECH_THRESHOLD:
+        on_token = None  # the window may be dropped as silence: stream nothing early from it
     yield
     tokens = list(initial)
     sum_logprob, token_logprobs = 0.0, []
