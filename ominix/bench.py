@@ -274,7 +274,8 @@ def format_asr_result(r: dict) -> str:
         f"{r['audio']} ({r['audio_seconds']:.1f} s of audio), median of {r['trials']} trial(s) "
         f"(load {r['load_s']:.2f}s)",
         f"  real-time factor {r['rtf']:8.3f}  ({1 / max(r['rtf'], 1e-9):.1f}x faster than real time)",
-        f"  first segment    {r['first_segment_s']:8.2f} s",
+        f"  first text       {r['first_text_s']:8.2f} s  (streamed as each segment is decoded)",
+        f"  first segment    {r['first_segment_s']:8.2f} s  (its window finished)",
         f"  wall             {r['wall_s']:8.2f} s",
         f"  peak memory      {r['peak_memory_gb']:8.3f} GB",
     ])
