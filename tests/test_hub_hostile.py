@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ominix import config
-from ominix.hub import download
+from ominix.hub import download, fetch
 from ominix.hub.download import DownloadError
 from ominix.hub.names import UnsafeNameError, safe_relpath
 from tests.test_download import blob, hub  # noqa: F401  (the fake hub fixture)
@@ -120,5 +120,5 @@ def test_a_hub_that_lists_a_bigger_size_than_it_serves_fails_fast_naming_the_fil
     assert time.monotonic() - started < 30
     assert "size" in str(caught.value)
     gets = hub.sent_requests("model.safetensors")
-    assert len(gets) <= 2 * (download.MAX_RETRIES + 1)  # bounded, not hundreds
+    assert len(gets) <= 2 * (fetch.MAX_RETRIES + 1)  # bounded, not hundreds
     assert sum(r.sent for r in gets) <= 3 * len(data)

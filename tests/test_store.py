@@ -14,6 +14,9 @@ from typer.testing import CliRunner
 from ominix import registry
 from ominix.cli import app
 from ominix.hub import store
+from ominix.hub.files import detect_format_and_quantization
+from ominix.hub.scan import scan
+from ominix.hub.verify import verify
 from ominix.hub.store import StoreError
 from ominix.registry import UnknownModelError
 
@@ -144,7 +147,7 @@ def test_model_dir_resolves_every_name_form(env, monkeypatch):
 
 def test_verify_hf_detects_corrupted_blob_and_remembers(env):
     snap = build_hf_repo(env / "hf", "mlx-community/Qwen3-0.6B-8bit", qwen3_files())
-    report = store.verify("qwen3-0.6b")
+    report = verify("qwen3-0.6b")
     assert report.ok and report.files_checked == 3
     assert store.list_installed()[0].verified is True
 
@@ -153,13 +156,13 @@ def test_verify_hf_detects_corrupted_blob_and_remembers(env):
     data[-1] ^= 0xFF  # same size, one flipped byte
     blob.write_bytes(bytes(data))
     assert store.list_installed()[0].verified is None  # files changed since the last check
-    report = store.verify("mlx-community/Qwen3-0.6B-8bit")
+    report = verify("mlx-community/Qwen3-0.6B-8bit")
     assert not report.ok
     assert report.problems == [f"model.safetensors: sha256 does not match (corrupted blob {blob.name[:12]}...)"]
     assert store.list_installed()[0].verified is False
 
     (snap / "config.json").resolve().write_text('{"model_type": "qwen2"}')  # small file: git blob id
-    assert any("config.json: git blob id does not match" in p for p in store.verify("qwen3-0.6b").problems)
+    assert any("config.json: git blob id does not match" in p for p in verify("qwen3-0.6b").problems)
 
 
 def test_verify_hf_detects_missing_blob_and_shard(env):
@@ -168,7 +171,7 @@ def test_verify_hf_detects_missing_blob_and_shard(env):
         "model-00001-of-00002.safetensors": safetensors_bytes("F16")}
     snap = build_hf_repo(env / "hf", "mlx-community/Qwen3-0.6B-8bit", files)
     (snap / "tokenizer.json").resolve().unlink()
-    problems = store.verify("qwen3-0.6b").problems
+    problems = verify("qwen3-0.6b").problems
     assert any(p.startswith("tokenizer.json: missing (broken link") for p in problems)
     assert "model-00002-of-00002.safetensors: missing (listed in model.safetensors.index.json)" in problems
     assert store.model_dir("qwen3-0.6b") == snap  # still listed, so the damage can be seen and fixed
@@ -177,11 +180,11 @@ def test_verify_hf_detects_missing_blob_and_shard(env):
 def test_verify_manifest_folder(env):
     folder = build_store_dir(env / "home" / "models", "funasr-paraformer",
                              {"model.pt": b"weights", "am.mvn": b"mvn", "sub/tokens.json": b"[]"})
-    assert store.verify("funasr-paraformer").ok
+    assert verify("funasr-paraformer").ok
     (folder / "model.pt").write_bytes(b"weightz")
     (folder / "am.mvn").write_bytes(b"mvn-longer")
     (folder / "sub" / "tokens.json").unlink()
-    assert store.verify("funasr-paraformer").problems == [
+    assert verify("funasr-paraformer").problems == [
         "am.mvn: size 10 bytes, expected 3", "model.pt: sha256 does not match the manifest", "sub/tokens.json: missing"]
 
 
@@ -192,11 +195,11 @@ def test_verify_manual_entry_checks_listed_files(env):
     registry.add_user_entry(entry)
     assert store.model_dir("gpt-sovits") is None
     with pytest.raises(StoreError, match="'gpt-sovits' is not installed"):
-        store.verify("gpt-sovits")
+        verify("gpt-sovits")
     first = entry["source"]["files"][0]
     (place / first).parent.mkdir(parents=True)
     (place / first).write_text("{}")
-    report = store.verify("gpt-sovits")
+    report = verify("gpt-sovits")
     assert report.files_checked == 1 and len(report.problems) == len(entry["source"]["files"]) - 1
     assert [m.id for m in store.list_installed()] == ["gpt-sovits"]
 
@@ -213,11 +216,11 @@ def test_rm_deletes_the_repo_and_nothing_else(env):
     other = build_hf_repo(env / "hf", "someone/keep-me", qwen3_files())
     lock = env / "hf" / ".locks" / "models--mlx-community--Qwen3-0.6B-8bit"
     lock.mkdir(parents=True)
-    store.verify("qwen3-0.6b")
+    verify("qwen3-0.6b")
     removed = store.remove("qwen3-0.6b")
     assert removed == [env / "hf" / "models--mlx-community--Qwen3-0.6B-8bit", lock]
     assert not removed[0].exists() and not lock.exists()
-    assert store.model_dir("someone/keep-me") == other and store.verify("someone/keep-me").ok
+    assert store.model_dir("someone/keep-me") == other and verify("someone/keep-me").ok
     assert str(removed[0]) not in json.loads((env / "home" / "state" / "verified.json").read_text())
 
 
@@ -295,7 +298,7 @@ def test_detect_format_and_quantization(tmp_path, files, name, expected):
         else:
             data = content
         (tmp_path / rel).write_bytes(data)
-    assert store.detect_format_and_quantization(tmp_path, name=name) == expected
+    assert detect_format_and_quantization(tmp_path, name=name) == expected
 
 
 # --- scan -------------------------------------------------------------------------------------
@@ -317,7 +320,7 @@ def build_scan_tree(root: Path) -> None:
 def test_scan_registers_folders_without_copying(env):
     root = env / "downloads"
     build_scan_tree(root)
-    dry = store.scan(root, dry_run=True)
+    dry = scan(root, dry_run=True)
     assert {(r.id, r.action, r.format, r.quantization) for r in dry} == {
         ("tiny-chat-8bit", "would add", "safetensors", "8bit"),
         ("qwen3-0.6b-local", "would add", "gguf", "q8_0"),
@@ -325,7 +328,7 @@ def test_scan_registers_folders_without_copying(env):
     }
     assert not (env / "overlay.json").exists()
 
-    results = {r.id: r for r in store.scan(root)}
+    results = {r.id: r for r in scan(root)}
     catalog = registry.load_catalog()
     tiny = catalog.get("acme/Tiny-Chat-8bit")  # the owner/repo alias
     assert tiny.id == "tiny-chat-8bit" and tiny.architecture == "qwen3" and tiny.source_kind == "manual"
@@ -338,9 +341,9 @@ def test_scan_registers_folders_without_copying(env):
     assert store.model_dir("qwen3-0.6b-local") == root / "qwen3-0.6b"
     assert results["whisper-tiny-local"].path.parent.parent.name == "models--openai--whisper-tiny"
     assert {m.id for m in store.list_installed()} >= {"tiny-chat-8bit", "qwen3-0.6b-local"}
-    assert store.verify("tiny-chat-8bit").ok
+    assert verify("tiny-chat-8bit").ok
 
-    again = store.scan(root)
+    again = scan(root)
     assert {r.action for r in again} == {"already registered"}
     # rm never deletes a scanned folder
     with pytest.raises(StoreError, match="placed by you outside the store"):
@@ -350,10 +353,10 @@ def test_scan_registers_folders_without_copying(env):
 
 def test_scan_reports_the_store_itself_as_installed(env):
     build_hf_repo(env / "hf", "mlx-community/Qwen3-0.6B-8bit", qwen3_files())
-    [result] = store.scan(env / "hf")
+    [result] = scan(env / "hf")
     assert (result.id, result.action) == ("qwen3-0.6b", "already installed")
     with pytest.raises(StoreError, match="not a directory"):
-        store.scan(env / "missing")
+        scan(env / "missing")
 
 
 # --- CLI --------------------------------------------------------------------------------------

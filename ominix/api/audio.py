@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ominix.api.app import APIError
-from ominix.api.openai import auth, engine_error, events_until_done, resolve, sse, start_job
+from ominix.api.common import auth, engine_error, events_until_done, resolve, sse, start_job
 from ominix.engine.audio.decode import AudioError, open_audio
 from ominix.engine.audio.formats import FORMATS, render_text, to_json, to_verbose_json
 from ominix.engine.audio.whisper_tokenizer import language_code

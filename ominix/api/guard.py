@@ -10,7 +10,7 @@ attacker's domain. So, before any route runs:
 - With an API key, the docs, the OpenAPI schema and /metrics need it too (/metrics can be opened for
   a scraper); /health never does.
 
-JSON routes also require `Content-Type: application/json` (api/openai.py, `read_request`).
+JSON routes also require `Content-Type: application/json` (api/common.py, `read_request`).
 """
 
 from __future__ import annotations

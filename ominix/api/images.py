@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ominix import kinds
 from ominix.api.app import APIError, check_auth, validation_message
-from ominix.api.openai import (
+from ominix.api.common import (
     MAX_MODEL_NAME, engine_error, events_until_done, keep_alive_of, read_body, read_request, sse, start_job,
 )  # fmt: skip
 from ominix.engine.pool import ModelNotFoundError

@@ -297,7 +297,7 @@ async def generate(request: Request):
 
 
 async def _embed(request: Request, body: dict, inputs: list[str]):
-    from ominix.api.openai import engine_error, events_until_done, start_job
+    from ominix.api.common import engine_error, events_until_done, start_job
     from ominix.engine.embed import EmbedJob
     from ominix.engine.worker import Done, Failed
 

@@ -76,7 +76,7 @@ def details(path: Path) -> dict:
         return {"parent_model": "", "format": "gguf", "family": arch, "families": [arch],
                 "parameter_size": meta.get("general.size_label") or "",
                 "quantization_level": FILE_TYPES.get(meta.get("general.file_type"), "unknown")}
-    from ominix.hub.store import detect_format_and_quantization
+    from ominix.hub.files import detect_format_and_quantization
 
     config = _config(path)
     family = config.get("model_type", "")

@@ -245,7 +245,7 @@ async def _load_only(request: Request, ref, name: str, keep_alive, chat: bool) -
 
 async def run_chat(request: Request, ref, name: str, body: dict, job, context: dict, keep_alive,
                    *, chat: bool, empty: bool):  # fmt: skip
-    from ominix.api.openai import engine_error, events_until_done, start_job
+    from ominix.api.common import engine_error, events_until_done, start_job
     from ominix.engine.worker import DEFAULT
 
     t0 = time.perf_counter()

@@ -87,5 +87,5 @@ async def pretokenize(request, ref, render, ctx: int | None):
     if ctx and len(ids) >= ctx:
         from ominix.engine.llm.jobs import ContextLengthError
 
-        raise ContextLengthError(ctx, len(ids), None)  # worded by api/openai.py, as from the worker
+        raise ContextLengthError(ctx, len(ids), None)  # worded by api/common.py, as from the worker
     return ids

@@ -10,7 +10,7 @@ only once a whole head has arrived. So the h11 protocol here adds:
 - a connection cap: past `max_connections` open connections, a new one is answered 503 and closed
   at once, so the process keeps file descriptors to answer with.
 
-Slow bodies are timed out where the body is read (api/openai.py `read_request`), header size is
+Slow bodies are timed out where the body is read (api/common.py `read_request`), header size is
 capped by h11 (`h11_max_incomplete_event_size`).
 """
 

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ominix import kinds
 from ominix.api.app import APIError
-from ominix.api.openai import auth, engine_error, read_request, sse, start_job
+from ominix.api.common import auth, engine_error, read_request, sse, start_job
 from ominix.engine.audio import voices
 from ominix.engine.audio.encode import FORMATS, MAX_SPEED, MIME, MIN_SPEED, AudioEncoder
 from ominix.engine.audio.speak import AudioChunk, CloneVoiceJob, SpeakJob

@@ -162,12 +162,13 @@ def verify(
     import json
 
     from ominix.hub import store
+    from ominix.hub.verify import verify as verify_files
     from ominix.registry import load_catalog
 
     with store_guard():
         catalog = load_catalog()
         names = [model] if model else [m.id for m in store.list_installed(catalog)]
-        reports = [store.verify(name, catalog) for name in names]
+        reports = [verify_files(name, catalog) for name in names]
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in reports], indent=2))
     else:
@@ -218,10 +219,10 @@ def scan(
     """Register models already on disk as user catalog entries (files stay where they are)."""
     import json
 
-    from ominix.hub import store
+    from ominix.hub.scan import scan as scan_folders
 
     with store_guard():
-        results = store.scan(directory, dry_run=dry_run)
+        results = scan_folders(directory, dry_run=dry_run)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return

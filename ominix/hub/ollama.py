@@ -227,13 +227,14 @@ def _layers(manifest: dict) -> list[dict]:
 
 def pull(text: str, *, insecure: bool = False, on_event: EventHandler | None = None) -> Path:
     """Pull an Ollama model; events follow /api/pull's statuses (see api/ollama.py)."""
-    from ominix.hub.download import Plan, _client, _Progress
+    from ominix.hub.download import Plan, http_client
+    from ominix.hub.fetch import Progress
     from ominix.hub.sources import Source
 
     emit = on_event or (lambda event: None)
     name = parse_name(text, insecure)
     emit({"status": "pulling manifest"})
-    with _client() as client:
+    with http_client() as client:
         manifest = fetch_manifest(client, name)
         for layer in _layers(manifest):
             digest, size = layer["digest"], layer["size"]
@@ -255,7 +256,7 @@ def pull(text: str, *, insecure: bool = False, on_event: EventHandler | None = N
                           "completed": event["bytes"]})  # fmt: skip
 
             final.parent.mkdir(parents=True, exist_ok=True)
-            _fetch_blob(client, remote, part, final, _Progress(plan, progress))
+            _fetch_blob(client, remote, part, final, Progress(plan, progress))
             emit({"status": f"pulling {digest[7:19]}", "digest": digest, "total": size,
                   "completed": size})  # fmt: skip
     emit({"status": "verifying sha256 digest"})
@@ -272,7 +273,7 @@ def _fetch_blob(client, remote: RemoteFile, part: Path, final: Path, progress) -
     """Download one blob under a lock (two pulls sharing it write it once), check its digest."""
     from huggingface_hub.utils import WeakFileLock
 
-    from ominix.hub.download import _download
+    from ominix.hub.fetch import stream_to_part
 
     lock = root() / ".locks" / f"{final.name}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
@@ -280,7 +281,7 @@ def _fetch_blob(client, remote: RemoteFile, part: Path, final: Path, progress) -
         if final.is_file() and final.stat().st_size == remote.size:
             return  # another pull finished it while this one waited
         try:
-            _download(client, remote, part, {}, progress)
+            stream_to_part(client, remote, part, {}, progress)
         except ChecksumError:
             raise DownloadError(f"digest mismatch, file must be downloaded again: "
                                 f"sha256:{remote.sha256}") from None  # fmt: skip
