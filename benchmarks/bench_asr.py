@@ -16,10 +16,14 @@ Every runner runs in its own interpreter:
                     includes decoding the file)
   mlx-whisper-fp32  the same with fp16=False and the same BLAS preloaded before mlx.core
   faster-whisper    CTranslate2 on the original model.bin, float32, greedy (a reference, not MLX)
-Reported: real-time factor (wall / audio seconds; lower is better), first-segment latency where the
-runner reports segments as it goes, peak memory (MLX's peak for MLX runners, max RSS otherwise),
-and the word error rate against the read text. Then OminiX's aggregate throughput with several
-requests in flight on one model (decoder steps of all requests share one forward pass per turn).
+All decode greedily with temperature fallback and condition on the previous text (each one's
+default). Reported: real-time factor (wall / audio seconds; lower is better), first-segment
+latency where the runner reports segments as it goes (OminiX: the first streamed text, sent when
+the first segment's closing timestamp is decoded, and the first finished window), peak memory
+(MLX's peak for MLX runners, max RSS otherwise), and the word error rate against the read text.
+Then OminiX's aggregate throughput with 4 different clips in flight on one model (their encoder
+windows and decoder rows share forwards) against the same clips one after the other (measured
+before and after, averaged), for each encoder batch size in --encode-batches.
 """
 
 from __future__ import annotations
@@ -91,11 +95,14 @@ run_job(TranscribeJob(clips[0], condition_on_previous_text=False), rec)  # warm-
 class Ticket:
     def emit(self, event):
         pass
-alone, texts = [], []
-for clip in clips:  # each request alone, one after the other
-    t = time.perf_counter()
-    texts.append(run_job(TranscribeJob(clip, condition_on_previous_text=False), rec).text)
-    alone.append(time.perf_counter() - t)
+def one_by_one():  # each request alone, one after the other
+    times, texts = [], []
+    for clip in clips:
+        t = time.perf_counter()
+        texts.append(run_job(TranscribeJob(clip, condition_on_previous_text=False), rec).text)
+        times.append(time.perf_counter() - t)
+    return times, texts
+alone, texts = one_by_one()
 jobs = [TranscribeJob(clip, condition_on_previous_text=False) for clip in clips]
 for job in jobs:
     job.begin(rec, Ticket())
@@ -105,6 +112,8 @@ active = list(jobs)
 while active:  # what the worker does each turn: every running job one step
     active = [job for job in active if not job.step()]
 many = time.perf_counter() - t
+after, _ = one_by_one()  # again after: the machine's load drifts, the mean of both is the baseline
+alone = [(a + b) / 2 for a, b in zip(alone, after)]
 print(json.dumps({"alone_s": alone, "many_s": many, "n": len(clips), "encode_batch": rec.batcher.max_encode,
                   "same_text": [job.result().text for job in jobs] == texts,
                   "decoder_forwards": rec.batcher.forwards - forwards}))

@@ -160,7 +160,7 @@ async def _speech(request: Request, translate: bool):
         body = to_json(transcript)
         if opts["logprobs"]:
             tok = _tokenizer(request, ref.id)
-            eot = tok.eot if tok is not None else 1 << 62
+            eot = getattr(tok, "eot", 1 << 62)
             body["logprobs"] = _logprobs(request, ref.id, [
                 (t, lp) for seg in transcript.segments
                 for t, lp in zip([t for t in seg.tokens if t < eot], seg.token_logprobs)])
@@ -174,7 +174,7 @@ async def _speech(request: Request, translate: bool):
 def _logprobs(request, model_id: str, pairs) -> list[dict]:
     """OpenAI's logprobs entries ({token, logprob, bytes}) for (token id, logprob) pairs."""
     tok = _tokenizer(request, model_id)
-    if tok is None:
+    if tok is None or not hasattr(tok, "token_bytes"):  # logprobs come from Whisper's decoder
         return []
     out = []
     for token, logprob in pairs:

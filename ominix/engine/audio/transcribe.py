@@ -190,9 +190,9 @@ class TranscribeJob(StepJob):
         """The window's text not sent early: segments that closed with the window, or all of a
         fallback's (whose first attempt's text was sent already and cannot be taken back)."""
         sent = len(self._early) if [s.text for s in segments[:len(self._early)]] == self._early else 0
-        tok = getattr(self.recognizer, "tok", None)
+        eot = getattr(getattr(self.recognizer, "tok", None), "eot", None)  # Whisper: text ids < eot
         for seg in segments[sent:]:
-            text_tokens = [t for t in seg.tokens if tok is None or t < tok.eot]
+            text_tokens = [t for t in seg.tokens if eot is None or t < eot]
             self.ticket.emit(TextEvent(seg.text, text_tokens, list(seg.token_logprobs)))
         self._early = []
 
