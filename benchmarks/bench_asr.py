@@ -112,11 +112,12 @@ active = list(jobs)
 while active:  # what the worker does each turn: every running job one step
     active = [job for job in active if not job.step()]
 many = time.perf_counter() - t
+forwards = rec.batcher.forwards - forwards
 after, _ = one_by_one()  # again after: the machine's load drifts, the mean of both is the baseline
 alone = [(a + b) / 2 for a, b in zip(alone, after)]
 print(json.dumps({"alone_s": alone, "many_s": many, "n": len(clips), "encode_batch": rec.batcher.max_encode,
                   "same_text": [job.result().text for job in jobs] == texts,
-                  "decoder_forwards": rec.batcher.forwards - forwards}))
+                  "decoder_forwards": forwards}))
 """
 
 

@@ -311,9 +311,10 @@ def load_whisper(path: str | Path, *, dtype: str | None = None) -> WhisperRecogn
     suppress = None
     if isinstance(gen.get("suppress_tokens"), list) and gen["suppress_tokens"]:
         suppress = tok.suppress_tokens(non_speech=gen["suppress_tokens"])
-    # Windows per encoder forward: a GPU fills up with a batch; a CPU's encoder is compute bound
-    # and a batch is no faster per window there (benchmarks/bench_asr.py measures both).
-    max_encode = int(os.environ.get("OMINIX_WHISPER_ENCODE_BATCH") or (8 if device.type == mx.DeviceType.gpu else 1))
+    # Windows of concurrent requests per encoder forward: a GPU fills up with a larger batch; on a
+    # 2-core CPU 4 windows at once still took 4 requests from 1.6x to 2.1x one request's
+    # throughput (benchmarks/bench_asr.py measures encoder batches 1 and 4 side by side).
+    max_encode = int(os.environ.get("OMINIX_WHISPER_ENCODE_BATCH") or (8 if device.type == mx.DeviceType.gpu else 4))
     config["_ominix"] = {"checkpoint_dtype": dtype_name(stored), "compute_dtype": dtype_name(target),
                          "device": device.type.name, "encode_batch": max_encode}
     return WhisperRecognizer(model, tok, suppress=suppress, dtype=target, config=config,
