@@ -53,7 +53,7 @@ def quantize(model) -> None:
                 class_predicate=lambda _, m: isinstance(m, nn.Linear) and m.weight.shape[-1] % 64 == 0)  # fmt: skip
 
 
-def ours(family: str, side: int, bits: int | None):
+def ours(family: str, side: int, bits: int | None, float_dtype: str | None = None):
     import mlx.core as mx
 
     from ominix.engine.image.pipeline import compute_dtypes
@@ -73,7 +73,7 @@ def ours(family: str, side: int, bits: int | None):
     if bits:
         quantize(model)
     device = mx.default_device()
-    weights, dtype = compute_dtypes(mx.bfloat16, bool(bits), None, device)
+    weights, dtype = compute_dtypes(mx.bfloat16, bool(bits), float_dtype, device)
     apply_compute_dtype(model, weights, device)
     mx.eval(model.parameters())
     if family == "flux2":
@@ -93,25 +93,40 @@ def ours(family: str, side: int, bits: int | None):
     return lambda: model(x, t, cap_tokens, layout)
 
 
-def mflux(family: str, side: int, bits: int | None):
-    import mlx.core as mx
-
-    n_img = (side // 16) ** 2
-    if family == "flux2":
-        from mflux.models.flux2.model.flux2_transformer.transformer import Flux2Transformer
-
-        args = {k: v for k, v in FLUX2.items() if k != "axes_dims_rope"}
-        model = Flux2Transformer(**args, axes_dims_rope=tuple(FLUX2["axes_dims_rope"]))
-    else:
+def peer_model(runtime: str, family: str):
+    """The peer's transformer built from the same config, and its precision switch."""
+    if runtime == "mflux" and family == "flux2":
+        from mflux.models.common.config.model_config import ModelConfig
+        from mflux.models.flux2.model.flux2_transformer.transformer import Flux2Transformer as T
+    elif runtime == "mflux":
+        from mflux.models.common.config.model_config import ModelConfig
         from mflux.models.z_image.model.z_image_transformer.transformer import ZImageTransformer
 
         args = {k: v for k, v in ZIMAGE.items() if k != "n_kv_heads"}
-        model = ZImageTransformer(**args)
-    # mflux's default precision is bf16; on a CPU its bf16 matmuls miss BLAS (~17x slower than
-    # float32 at these widths), so it runs here in float32, its fastest setting on this backend.
-    from mflux.models.common.config.model_config import ModelConfig
+        return ZImageTransformer(**args), ModelConfig
+    elif family == "flux2":
+        from mlx_vlm.models.flux2.constants import ModelConfig
+        from mlx_vlm.models.flux2.transformer.transformer import Flux2Transformer as T
+    else:
+        from mlx_vlm.models.z_image.config import ZImageTransformerConfig
+        from mlx_vlm.models.z_image.transformer import ZImageTransformer
 
-    dtype = ModelConfig.precision = mx.float32
+        config = ZImageTransformerConfig.from_dict(dict(ZIMAGE, n_refiner_layers=1))
+        return ZImageTransformer(config), None
+    args = {k: v for k, v in FLUX2.items() if k != "axes_dims_rope"}
+    return T(**args, axes_dims_rope=tuple(FLUX2["axes_dims_rope"])), ModelConfig
+
+
+def peer(runtime: str, family: str, side: int, bits: int | None):
+    import mlx.core as mx
+
+    n_img = (side // 16) ** 2
+    model, precision = peer_model(runtime, family)
+    # The peers' default precision is bf16; on a CPU bf16 matmuls miss BLAS (~40x slower than
+    # float32 at these widths), so they run here in float32, their fastest setting on this backend.
+    dtype = mx.float32
+    if precision is not None:
+        precision.precision = dtype
     randomize(model, dtype)
     if bits:
         quantize(model)
@@ -126,71 +141,126 @@ def mflux(family: str, side: int, bits: int | None):
         txt_ids = mx.stack([mx.zeros(n, mx.int32)] * 3 + [mx.arange(n)], axis=-1)[None]
         return lambda: model(x, ctx, mx.array([0.5], dtype), img_ids, txt_ids)
     h = w = side // 8
-    x = mx.random.normal((16, 1, h, w)).astype(dtype)
-    caps = mx.random.normal((TEXT_TOKENS[family], 2560)).astype(dtype)
-    sigmas = mx.array([1.0, 0.5, 0.0])
-    return lambda: model(x, 1, sigmas, caps)
+    if runtime == "mflux":
+        x = mx.random.normal((16, 1, h, w)).astype(dtype)
+        caps = mx.random.normal((TEXT_TOKENS[family], 2560)).astype(dtype)
+        sigmas = mx.array([1.0, 0.5, 0.0])
+        return lambda: model(x, 1, sigmas, caps)
+    x = mx.random.normal((1, 16, 1, h, w)).astype(dtype)
+    caps = mx.random.normal((1, TEXT_TOKENS[family], 2560)).astype(dtype)
+    return lambda: model(x, mx.array([0.5], dtype), caps)
 
 
-def measure(runtime: str, family: str, side: int, bits: int | None, repeats: int) -> dict:
+RUNTIMES = ("ominix", "mflux", "mlx-vlm")
+# mlx-vlm 0.7.10 pins its own dependencies: it runs from the cached venv the VLM tests build.
+MLX_VLM_PYTHON = Path.home() / ".cache/ominix-test-venvs/mlx-vlm-0.7.10/bin/python"
+
+
+def measure(runtime: str, family: str, side: int, precision: str, repeats: int,
+            warmup: bool) -> dict:  # fmt: skip
+    bits = int(precision) if precision.isdigit() else None
+    # Every runtime gets the same BLAS: importing ominix preloads it before mlx.core (ominix/_blas.py;
+    # the peers would otherwise run MLX's bundled reference BLAS, ~20x slower: that would measure
+    # the BLAS, not the implementation).
+    sys.path.insert(0, str(ROOT))
+    import ominix  # noqa: F401  (preloads the BLAS)
+
     import mlx.core as mx
 
     if runtime == "ominix":
-        sys.path.insert(0, str(ROOT))
-    step = (ours if runtime == "ominix" else mflux)(family, side, bits)
-    mx.eval(step())  # warm-up (also builds any caches)
+        step = ours(family, side, bits, "float32" if precision == "fp32" else None)
+    else:
+        step = peer(runtime, family, side, bits)
+    weights_gb = mx.get_active_memory() / 1e9
+    if warmup:  # a CPU has no kernels to compile; this only settles the allocator
+        mx.eval(step())
+        mx.clear_cache()
+    mx.reset_peak_memory()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         mx.eval(step())
         times.append(time.perf_counter() - start)
-    float_name = "bf16" if runtime == "ominix" else "fp32"
-    return {"runtime": runtime, "family": family, "size": side, "precision": f"{bits}bit" if bits else float_name,
-            "s_per_step": statistics.median(times), "peak_gb": mx.get_peak_memory() / 1e9}  # fmt: skip
+    float_name = precision if runtime == "ominix" else "fp32"
+    return {"runtime": runtime, "family": family, "size": side,
+            "precision": f"{bits}bit" if bits else float_name, "s_per_step": statistics.median(times),
+            "peak_gb": mx.get_peak_memory() / 1e9, "weights_gb": weights_gb}  # fmt: skip
 
 
-def run_one(args) -> dict:
+def run_one(args, timeout: float | None) -> dict:
     """Run one configuration in a fresh process (peak memory is its own)."""
-    cmd = [sys.executable, __file__, "--one", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    python = str(MLX_VLM_PYTHON) if args[0] == "mlx-vlm" else sys.executable
+    if args[0] == "mlx-vlm" and not MLX_VLM_PYTHON.exists():
+        return {"error": [f"no {MLX_VLM_PYTHON} (run tests/test_qwen3_vl.py once)"], "args": args}
+    try:
+        out = subprocess.run([python, __file__, "--one", *args], capture_output=True, text=True,
+                             cwd=ROOT, timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {"error": [f"no result within {timeout:.0f} s"], "args": args}
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1:], "args": args}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def table(rows: list[dict]) -> None:
+    peers = [r for r in RUNTIMES[1:] if any(r in pair for pair in rows)]
+    head = f"{'family':8} {'size':>5} {'prec':>5} {'ominix s':>9} {'GB':>6}"
+    for name in peers:
+        head += f" {name + ' s':>11} {'GB':>6} {'ratio':>6}"
+    print("\n" + head)
+    for pair in rows:
+        o = pair["ominix"]
+        if "error" in o:
+            print("error:", o["error"])
+            continue
+        line = f"{o['family']:8} {o['size']:>5} {o['precision']:>5} {o['s_per_step']:>9.2f} {o['peak_gb']:>6.2f}"
+        for name in peers:
+            m = pair.get(name, {"error": ["not run"]})
+            if "error" in m:
+                line += f" {'-':>11} {'-':>6} {'-':>6}"
+                continue
+            ratio = m["s_per_step"] / o["s_per_step"]
+            line += f" {m['s_per_step']:>11.2f} {m['peak_gb']:>6.2f} {ratio:>5.2f}x"
+        print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--one", nargs=5, metavar=("RUNTIME", "FAMILY", "SIDE", "BITS", "REPEATS"))
+    parser.add_argument("--one", nargs=6,
+                        metavar=("RUNTIME", "FAMILY", "SIDE", "BITS", "REPEATS", "WARMUP"))  # fmt: skip
     parser.add_argument("--family", choices=["flux2", "zimage"], action="append")
     parser.add_argument("--res", type=int, action="append")
-    parser.add_argument("--bits", choices=["bf16", "4"], action="append")
+    parser.add_argument("--bits", choices=["bf16", "fp32", "4"], action="append",
+                        help="ours: bf16 weights (float32 compute), fp32 weights, or 4-bit; "
+                        "the peers run fp32 for both float rows")  # fmt: skip
+    parser.add_argument("--runtime", choices=RUNTIMES[1:], action="append", help="peers to run")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--no-warmup", action="store_true", help="time the first step")
+    parser.add_argument("--timeout", type=float, help="seconds per configuration")
     args = parser.parse_args()
     if args.one:
-        runtime, family, side, bits, repeats = args.one
-        bits = None if bits == "bf16" else int(bits)
-        print(json.dumps(measure(runtime, family, int(side), bits, int(repeats))))
+        runtime, family, side, bits, repeats, warmup = args.one
+        print(json.dumps(measure(runtime, family, int(side), bits, int(repeats), warmup == "1")))
         return
-    rows = []
+    rows, peer_rows = [], {}
     for family in args.family or ["flux2", "zimage"]:
         for side in args.res or [512, 1024]:
-            for bits in args.bits or ["bf16", "4"]:
+            for bits in args.bits or ["bf16", "fp32", "4"]:
                 pair = {}
-                for runtime in ("ominix", "mflux"):
-                    row = run_one([runtime, family, str(side), bits, str(args.repeats)])
+                for runtime in ("ominix", *(args.runtime or RUNTIMES[1:])):
+                    peer_bits = "4" if bits == "4" else "fp32"  # a peer's float row is fp32
+                    key = (runtime, family, side, peer_bits)
+                    if runtime != "ominix" and key in peer_rows:
+                        pair[runtime] = peer_rows[key]
+                        continue
+                    one = [runtime, family, str(side), bits, str(args.repeats)]
+                    row = run_one(one + [str(int(not args.no_warmup))], args.timeout)
                     print(json.dumps(row), flush=True)
                     pair[runtime] = row
+                    if runtime != "ominix":
+                        peer_rows[key] = row
                 rows.append(pair)
-    print(f"\n{'family':8} {'size':>5} {'prec':>5} {'ominix s/step':>14} {'mflux s/step':>13} "
-          f"{'ratio':>6} {'ominix GB':>10} {'mflux GB':>9}")  # fmt: skip
-    for pair in rows:
-        o, m = pair["ominix"], pair["mflux"]
-        if "error" in o or "error" in m:
-            print("error:", o.get("error") or m.get("error"))
-            continue
-        print(f"{o['family']:8} {o['size']:>5} {o['precision']:>5} {o['s_per_step']:>14.2f} "
-              f"{m['s_per_step']:>13.2f} {m['s_per_step'] / o['s_per_step']:>5.2f}x "
-              f"{o['peak_gb']:>10.2f} {m['peak_gb']:>9.2f}")  # fmt: skip
+    table(rows)
 
 
 if __name__ == "__main__":

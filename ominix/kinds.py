@@ -77,6 +77,8 @@ def detect(path: Path | str | None, entry=None) -> Kind:
         return KINDS["asr"]  # FunASR checkpoints (Paraformer, SenseVoice, FSMN-VAD)
     if (path / "modules.json").is_file():  # sentence-transformers layout
         return KINDS["embedding"]
+    if (path / "chinese-hubert-base").is_dir() and not (path / "config.json").is_file():
+        return KINDS["tts"]  # GPT-SoVITS as lj1995/GPT-SoVITS publishes it (.ckpt + .pth + feature models)
     config = _read_json(path / "config.json")
     if "n_audio_state" in config:  # mlx-whisper dimensions (early ones carry no model_type)
         return KINDS["asr"]

@@ -115,7 +115,8 @@ def test_doctor_json_reports_machine_store_blas_and_catalog(tmp_path, monkeypatc
     # the shipped catalog is checked too, not only the overlay, with whether this build runs it
     assert len(verdicts) > len(entries)
     assert verdicts["qwen3-0.6b"]["runs_in_this_build"] is True
-    assert verdicts["gpt-sovits"]["runs_in_this_build"] is False  # no TTS module yet
+    assert verdicts["gpt-sovits"]["runs_in_this_build"] is True
+    assert verdicts["funasr-qwen4b"]["runs_in_this_build"] is False  # no module for its architecture yet
 
     text = CliRunner().invoke(app, ["doctor"])
     assert text.exit_code == 0, text.output

@@ -1,8 +1,8 @@
 """GPT-SoVITS v2's GPT (text -> semantic tokens) against gpt-sovits-cpufast 0.1.0 on a tiny random
 checkpoint saved as the project saves its `.ckpt` (torch.save), converted here without torch.
 
-The reference runs in its own venv (numpy < 2, its package installed without its heavy
-dependencies: the GPT code needs only torch). Compared: logits at every decode step (prefill with
+The reference runs in its own venv (tests/gpt_sovits_venv.py: numpy < 2, its package installed
+without its heavy dependencies). Compared: logits at every decode step (prefill with
 phonemes + BERT features + the reference clip's semantic tokens, then one token at a time through
 the KV cache) and the greedy tokens under the reference's repetition penalty and EOS rules.
 """
@@ -18,7 +18,7 @@ import pytest
 
 from ominix.engine.audio import torch_ckpt
 from ominix.engine.audio.gpt_sovits import SemanticDecoder, convert_gpt, load_gpt
-from tests.refvenv import reference_python
+from tests import gpt_sovits_venv
 
 HERE = Path(__file__).parent
 CONFIG = {"model": {"hidden_dim": 64, "embedding_dim": 64, "head": 4, "n_layer": 3, "vocab_size": 129,
@@ -33,8 +33,7 @@ EOS_MIN = 11  # the reference allows EOS only after 11 tokens
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("gsv")
-    python = reference_python("gpt-sovits-cpufast-0.1.0", ["torch==2.13.0", "numpy<2", "tqdm"],
-                              ["gpt-sovits-cpufast==0.1.0"])  # fmt: skip
+    python = gpt_sovits_venv.python()
     bert = np.random.default_rng(0).standard_normal((len(PHONES), 1024)).astype(np.float32)
     np.save(root / "bert.npy", bert)
     spec = {"seed": 0, "config": CONFIG, "ckpt": str(root / "s1-tiny.ckpt"), "results": str(root / "ref.npz"),

@@ -18,7 +18,7 @@ from ominix.engine.llm.cache import make_cache
 from ominix.engine.convert import convert, save_weights
 from ominix.engine.load import LoadError, load_model, read_weights
 from ominix.models import get_architecture
-from ominix.models.layers import QuantizedSwitchLinear, SwitchGLU
+from ominix.models.moe import QuantizedSwitchLinear, SwitchGLU
 from tests.checkpoints import load_reference
 from tests.moe_checkpoints import ARCHS, build_moe_checkpoint
 

@@ -23,7 +23,7 @@ from ominix.api.app import APIError
 from ominix.api.common import auth, engine_error, read_request, sse, start_job
 from ominix.engine.audio import voices
 from ominix.engine.audio.encode import FORMATS, MAX_SPEED, MIME, MIN_SPEED, AudioEncoder
-from ominix.engine.audio.speak import AudioChunk, CloneVoiceJob, SpeakJob
+from ominix.engine.audio.speak import AudioChunk, CloneVoiceJob, SpeakJob, clip_sample_rate
 from ominix.engine.audio.synth import SynthesisOptions, VoiceError
 from ominix.engine.pool import ModelNotFoundError, ModelRef
 from ominix.engine.worker import Done, Failed
@@ -146,11 +146,7 @@ def _builtin_voices(ref: ModelRef) -> list[str]:
 
 
 def _clip_rate(ref: ModelRef) -> int:
-    try:
-        config = json.loads((ref.path / "config.json").read_text())
-    except (OSError, ValueError):
-        return 24000
-    return int((config.get("speaker_encoder_config") or {}).get("sample_rate") or 24000)
+    return clip_sample_rate(ref.path)
 
 
 async def _tts_refs(request: Request, model: str | None) -> list[ModelRef]:
@@ -192,7 +188,7 @@ async def create_voice(request: Request):
         audio = await run_in_threadpool(voices.decode_clip, data, _clip_rate(ref))
     except VoiceError as e:
         raise APIError(400, str(e), param="audio_sample" if "clip" in str(e) else "name") from None
-    stream, first = await start_job(request, ref.id, CloneVoiceJob(audio))
+    stream, first = await start_job(request, ref.id, CloneVoiceJob(audio, text))
     if not isinstance(first, Done):
         raise APIError(500, "voice cloning ended without a result", type="server_error")
     seconds = len(audio) / _clip_rate(ref)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ominix.models.layers import QuantizedSwitchLinear
+from ominix.models.moe import QuantizedSwitchLinear
 
 
 class _Compute:

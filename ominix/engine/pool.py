@@ -350,8 +350,9 @@ def _ollama_refs() -> list[ModelRef]:
 
 
 def is_model_folder(path: Path) -> bool:
-    """A directory some kind can recognise (config.json, a diffusers or FunASR layout)."""
-    return path.is_dir() and any((path / f).is_file() for f in ("config.json", "model_index.json", "config.yaml"))
+    """A directory some kind can recognise (config.json, a diffusers, FunASR or GPT-SoVITS layout)."""
+    files = ("config.json", "model_index.json", "config.yaml", "chinese-hubert-base/config.json")
+    return path.is_dir() and any((path / f).is_file() for f in files)
 
 
 def _loader_stream():
@@ -376,10 +377,34 @@ def _gb(n: int) -> str:
 
 
 def estimate_bytes(path: Path) -> int:
-    """Memory a model will take, from its weight files (read before loading)."""
-    files = (list(Path(path).glob("*.safetensors")) or list(Path(path).glob("*.gguf"))
-             or list(Path(path).glob("*.bin")))
+    """Memory a model will take, from its weight files (read before loading). A diffusers
+    pipeline (model_index.json) keeps its weights in one subfolder per component (transformer/,
+    text_encoder/, vae/...): those are summed."""
+    path = Path(path)
+    total = _weight_bytes(path)
+    if total == 0 and (path / "model_index.json").is_file():
+        total = sum(_weight_bytes(path / name) for name in _pipeline_components(path))
+    return total
+
+
+def _weight_bytes(folder: Path) -> int:
+    files = (list(folder.glob("*.safetensors")) or list(folder.glob("*.gguf"))
+             or list(folder.glob("*.bin")))  # fmt: skip
     return sum(f.stat().st_size for f in files)
+
+
+def _pipeline_components(path: Path) -> list[str]:
+    """The component folders model_index.json names (entries `name: [library, class]`); every
+    subfolder if the index cannot be read."""
+    import json
+
+    try:
+        index = json.loads((path / "model_index.json").read_text())
+        names = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)]
+    except (OSError, ValueError, AttributeError):
+        names = []
+    names = [n for n in names if "/" not in n and n not in ("", ".", "..")]
+    return names or [d.name for d in path.iterdir() if d.is_dir()]
 
 
 def total_memory() -> int:

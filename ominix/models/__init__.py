@@ -24,7 +24,12 @@ ARCHITECTURES: dict[str, str] = {
     "minicpm_sala": "ominix.models.minicpm",
     "qwen3_moe": "ominix.models.qwen3_moe",
     "qwen3_tts": "ominix.models.qwen3_tts",
-    "gpt_sovits_gpt": "ominix.models.gpt_sovits",  # the GPT half only: the catalog entry does not run yet
+    # GPT-SoVITS v2 (the catalog's `gpt_sovits`): a folder of three converted parts loaded by
+    # ominix/engine/audio/gpt_sovits_tts.py, each with its own model_type
+    "gpt_sovits": "ominix.models.gpt_sovits",
+    "gpt_sovits_gpt": "ominix.models.gpt_sovits",
+    "gpt_sovits_sovits": "ominix.models.sovits",
+    "hubert": "ominix.models.cnhubert",
     "mixtral": "ominix.models.mixtral",
     "glm4_moe": "ominix.models.glm4_moe",
     "whisper": "ominix.models.whisper",

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import mlx.nn as nn
 
+from ominix.models.layers import chunked_attention
+
 
 @dataclass
 class ModelArgs:
@@ -89,7 +91,7 @@ class SpatialAttention(nn.Module):
         b, h, w, c = x.shape
         y = self.group_norm(x).reshape(b, 1, h * w, c)
         q, k, v = self.to_q(y), self.to_k(y), self.to_v(y)
-        y = mx.fast.scaled_dot_product_attention(q, k, v, scale=c**-0.5)
+        y = chunked_attention(q, k, v, scale=c**-0.5)
         return x + self.to_out[0](y).reshape(b, h, w, c)
 
 

@@ -2,8 +2,9 @@
 
 The module tree is named like the Hugging Face checkpoint (`embeddings.*`, `encoder.layer.N.*`) so
 weights load without renames; `sanitize` only drops heads we never run (pooler, MLM/NSP heads).
-`Model(input_ids, attention_mask)` returns the last hidden states [B, L, H]; pooling lives in
-engine/embed.py because it is configured per checkpoint, not per architecture.
+`Model(input_ids, attention_mask)` returns the last hidden states [B, L, H] (or those after the first
+`num_layers` layers); pooling lives in engine/embed.py because it is configured per checkpoint, not
+per architecture.
 """
 
 from __future__ import annotations
@@ -163,7 +164,10 @@ class Model(nn.Module):
         input_ids: mx.array,
         attention_mask: mx.array | None = None,
         token_type_ids: mx.array | None = None,
+        num_layers: int | None = None,
     ) -> mx.array:
+        """Last hidden states, or with `num_layers` the hidden states after that many layers
+        (transformers' `hidden_states[num_layers]`; GPT-SoVITS reads `hidden_states[-3]`)."""
         if token_type_ids is None:
             token_type_ids = mx.zeros_like(input_ids)
         h = self.embeddings(input_ids, token_type_ids)
@@ -172,7 +176,7 @@ class Model(nn.Module):
             # Padding keys get -inf-like bias; [B, 1, 1, L] broadcasts over heads and queries.
             keep = attention_mask.astype(mx.bool_)[:, None, None, :]
             mask = mx.where(keep, 0.0, -1e9).astype(h.dtype)
-        for layer in self.encoder.layer:
+        for layer in self.encoder.layer[:num_layers]:
             h = layer(h, mask)
         return h
 

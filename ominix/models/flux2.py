@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import mlx.nn as nn
 
+from ominix.models.layers import chunked_attention
+
 
 @dataclass
 class ModelArgs:
@@ -74,7 +76,7 @@ def apply_rope(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
 def attention(q: mx.array, k: mx.array, v: mx.array, rope) -> mx.array:
     """q, k, v (B, H, L, D) -> (B, L, H * D)."""
     q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    out = mx.fast.scaled_dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5)
+    out = chunked_attention(q, k, v, scale=q.shape[-1] ** -0.5)
     b, h, n, d = out.shape
     return out.transpose(0, 2, 1, 3).reshape(b, n, h * d)
 

@@ -22,13 +22,10 @@ from ominix.models.layers import (
     Attention,
     CausalLM,
     DecoderBody,
-    SwitchGLU,
-    combine_experts,
     make_rope,
     read_rope_config,
-    stack_experts,
-    unfuse_experts,
 )
+from ominix.models.moe import SwitchGLU, combine_experts, stack_experts, unfuse_experts
 
 _EXPERT_NAMES = {"gate_proj": "gate_proj", "up_proj": "up_proj", "down_proj": "down_proj"}
 

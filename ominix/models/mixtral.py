@@ -15,16 +15,12 @@ from ominix.models.layers import (
     Attention,
     CausalLM,
     DecoderBody,
-    SwitchGLU,
     attention_mask,
     causal_mask,
-    combine_experts,
     make_rope,
     read_rope_config,
-    stack_experts,
-    topk_softmax_routing,
-    unfuse_experts,
 )
+from ominix.models.moe import SwitchGLU, combine_experts, stack_experts, topk_softmax_routing, unfuse_experts
 
 # Hugging Face expert names -> the switch layer's
 _EXPERT_NAMES = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}

@@ -18,14 +18,10 @@ from ominix.models.layers import (
     Attention,
     CausalLM,
     DecoderBody,
-    SwitchGLU,
-    combine_experts,
     make_rope,
     read_rope_config,
-    stack_experts,
-    topk_softmax_routing,
-    unfuse_experts,
 )
+from ominix.models.moe import SwitchGLU, combine_experts, stack_experts, topk_softmax_routing, unfuse_experts
 
 
 @dataclass

@@ -18,6 +18,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ominix.models.flux2 import apply_rope, heads
+from ominix.models.layers import chunked_attention
 
 ADALN_DIM = 256
 SEQ_MULTIPLE = 32
@@ -100,7 +101,7 @@ class Attention(nn.Module):
         q = apply_rope(self.norm_q(heads(self.to_q(x), n)), *rope)
         k = apply_rope(self.norm_k(heads(self.to_k(x), n)), *rope)
         v = heads(self.to_v(x), n)
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5, mask=mask)
+        out = chunked_attention(q, k, v, scale=q.shape[-1] ** -0.5, mask=mask)
         b, h, length, d = out.shape
         return self.to_out[0](out.transpose(0, 2, 1, 3).reshape(b, length, h * d))
 

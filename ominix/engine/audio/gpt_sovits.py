@@ -1,18 +1,23 @@
-"""GPT-SoVITS on the engine (partial): the GPT's checkpoint conversion, loading and token loop.
+"""GPT-SoVITS v2 on the engine: converting the published checkpoints once, loading them, and the
+GPT's token loop.
 
-`convert_gpt(ckpt, dst)` turns the published `s1bert25hz-*.ckpt` into `dst/config.json` +
-`dst/model.safetensors` once, without torch (engine/audio/torch_ckpt.py). `load_gpt(dst)` builds
-ominix.models.gpt_sovits.Model; `SemanticDecoder` runs the reference's decode loop one token per
-`step()`: EOS is not allowed for the first 11 tokens, a repetition penalty (1.35) covers the prompt
-and every token so far, then temperature / top-k / top-p; it stops at EOS (greedy or sampled) or
-after `max_tokens`.
+The published files (lj1995/GPT-SoVITS) are PyTorch pickles: the GPT `s1bert25hz-*.ckpt`
+(`{"weight", "config"}`), the SoVITS generator `s2G*.pth` (`{"weight", "config", "info"}`, possibly
+with GPT-SoVITS' two-byte version head instead of the zip's "PK"), and chinese-hubert-base's
+`pytorch_model.bin`. `convert_gpt`, `convert_sovits` and `convert_hubert` turn each into a folder
+of `config.json` + `model.safetensors` without torch (engine/audio/torch_ckpt.py); `load_gpt`,
+`load_sovits` and `load_hubert` build the MLX modules from those folders.
 
-Not built yet: the text front end (g2p), the BERT and cnhubert features and the SoVITS decoder, so
-there is no synthesizer for the `tts` kind here.
+`SemanticDecoder` runs the reference's decode loop one token per `step()`: EOS is not allowed for
+the first 11 tokens, a repetition penalty (1.35) covers the prompt and every token so far, then
+temperature / top-k / top-p; it stops at EOS (greedy or sampled) or after `max_tokens`.
+`linear_spectrogram` is the reference clip's STFT magnitude that SoVITS' style encoder reads.
+The synthesizer that joins the stages is engine/audio/gpt_sovits_tts.py.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -41,12 +46,84 @@ def convert_gpt(ckpt: str | Path, dst: str | Path) -> Path:
 
 
 def load_gpt(path: str | Path):
+    return _build(path)
+
+
+# SoVITS .pth files written by newer GPT-SoVITS carry a version in place of the zip's "PK" head.
+_SOVITS_HEADS = {b"PK": "v2", b"00": "v1", b"01": "v2", b"02": "v3", b"03": "v3", b"04": "v4",
+                 b"05": "v2Pro", b"06": "v2ProPlus"}  # fmt: skip
+
+
+def convert_sovits(pth: str | Path, dst: str | Path) -> Path:
+    raw = Path(pth).read_bytes()
+    version = _SOVITS_HEADS.get(raw[:2])
+    if version is None:
+        raise torch_ckpt.CheckpointError(f"{pth} is not a SoVITS checkpoint (unknown head {raw[:2]!r})")
+    if version != "v2":
+        raise torch_ckpt.CheckpointError(f"{pth} is a SoVITS {version} checkpoint; only v2 is supported")
+    data = torch_ckpt.load(io.BytesIO(b"PK" + raw[2:]))
+    if not isinstance(data, dict) or "weight" not in data or "config" not in data:
+        raise torch_ckpt.CheckpointError(f"{pth} is not a SoVITS checkpoint (no 'weight' / 'config')")
+    weights = data["weight"]
+    table = weights.get("enc_p.text_embedding.weight")
+    if table is not None and table.shape[0] == 322:
+        raise torch_ckpt.CheckpointError(f"{pth} is a SoVITS v1 checkpoint (322 symbols); only v2 is supported")
+    config = {"model_type": "gpt_sovits_sovits", **json.loads(json.dumps(data["config"], default=str))}
+    if table is not None:
+        config["model"]["n_symbols"] = int(table.shape[0])
+    return _save(weights, config, dst)
+
+
+def convert_hubert(src: str | Path, dst: str | Path) -> Path:
+    """chinese-hubert-base as published (config.json + pytorch_model.bin) -> config + safetensors."""
+    src = Path(src)
+    config = json.loads((src / "config.json").read_text())
+    if (src / "model.safetensors").is_file():
+        weights = {k: np.asarray(v) for k, v in mx.load(str(src / "model.safetensors")).items()}
+    else:
+        weights = torch_ckpt.load(src / "pytorch_model.bin")
+    if not isinstance(weights, dict):
+        raise torch_ckpt.CheckpointError(f"{src / 'pytorch_model.bin'} is not a state dict")
+    return _save(weights, {**config, "model_type": "hubert"}, dst)
+
+
+def _save(weights: dict, config: dict, dst: str | Path) -> Path:
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    arrays = {k: mx.array(np.ascontiguousarray(v)) for k, v in weights.items() if isinstance(v, np.ndarray)}
+    mx.save_safetensors(str(dst / "model.safetensors"), arrays)
+    (dst / "config.json").write_text(json.dumps(config, indent=2))
+    return dst
+
+
+def _build(path: str | Path):
     path = Path(path)
     config = read_config(path)
     weights, origin = read_weights(path)
     model = build_model(config, weights, origin)
-    mx.eval(model.parameters())
+    # Evaluate also the non-parameter tables (the GPT's sine positions): arrays left lazy here
+    # would belong to the loader thread's stream and fail on the worker.
+    mx.eval(model.parameters(), [v for v in model.values() if isinstance(v, mx.array)])
     return model
+
+
+load_sovits = load_hubert = _build
+
+
+def linear_spectrogram(wav: np.ndarray, n_fft: int = 2048, hop: int = 640, win: int = 2048) -> np.ndarray:
+    """|STFT| of a 32 kHz clip as the reference computes it (reflect padding of (n_fft - hop) / 2
+    each side, no centering, periodic Hann window, sqrt(re^2 + im^2 + 1e-8)) -> [frames, n_fft/2+1]."""
+    pad = (n_fft - hop) // 2
+    x = np.pad(np.asarray(wav, np.float64), (pad, pad), mode="reflect")
+    frames = 1 + (len(x) - n_fft) // hop
+    if frames < 1:
+        raise ValueError("the reference clip is too short for a spectrogram")
+    window = np.zeros(n_fft)
+    left = (n_fft - win) // 2
+    window[left : left + win] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
+    idx = np.arange(n_fft)[None] + hop * np.arange(frames)[:, None]
+    spec = np.fft.rfft(x[idx] * window, axis=-1)
+    return np.sqrt(spec.real**2 + spec.imag**2 + 1e-8).astype(np.float32)
 
 
 class SemanticDecoder:

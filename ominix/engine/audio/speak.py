@@ -93,7 +93,7 @@ class SpeakJob(StepJob):
             return False
         # Seeds differ per sentence (else every sentence would repeat the same random choices).
         seed = None if self.options.seed is None else self.options.seed + self.index
-        self.current = self.tts.synthesis(self.sentences[self.index], replace(self.options, seed=seed))
+        self.current = self.tts.synthesis(self.sentences[self.index], replace(self.options, seed=seed, sentence=self.index))
         return True
 
     def step(self) -> bool:
@@ -127,16 +127,37 @@ def load(path: str | Path):
         from ominix.engine.audio.qwen3_tts import load_qwen3_tts
 
         return load_qwen3_tts(path), None
-    raise ValueError(f"{path}: text-to-speech model_type '{model_type}' is not supported (qwen3_tts)")
+    if model_type is None and is_gpt_sovits_folder(path):
+        from ominix.engine.audio.gpt_sovits_tts import load_gpt_sovits
+
+        return load_gpt_sovits(path), None
+    raise ValueError(f"{path}: text-to-speech model_type '{model_type}' is not supported (qwen3_tts, "
+                     "or a GPT-SoVITS folder in the published layout)")  # fmt: skip
+
+
+def is_gpt_sovits_folder(path: Path) -> bool:
+    """lj1995/GPT-SoVITS' layout: a GPT .ckpt, a SoVITS .pth and chinese-hubert-base/ (no config.json)."""
+    return (path / "chinese-hubert-base").is_dir() and any(path.rglob("*.ckpt")) and any(path.rglob("*.pth"))
+
+
+def clip_sample_rate(path: Path) -> int:
+    """The rate a reference clip is decoded at for voice cloning (read without loading the model)."""
+    if not (path / "config.json").is_file() and is_gpt_sovits_folder(path):
+        return 32000  # GPT-SoVITS: SoVITS' rate (cnhubert's 16 kHz is resampled from it)
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return 24000
+    return int((config.get("speaker_encoder_config") or {}).get("sample_rate") or 24000)
 
 
 class CloneVoiceJob(StepJob):
-    """One step: the speaker vector of a decoded reference clip (at the model's sample rate)."""
+    """One step: the speaker vector of a decoded reference clip (at `clip_sample_rate`)."""
 
     kind = "tts"
 
-    def __init__(self, audio: np.ndarray):
-        self.audio = audio
+    def __init__(self, audio: np.ndarray, text: str | None = None):
+        self.audio, self.text = audio, text  # the transcript: GPT-SoVITS needs it, Qwen3-TTS does not
         self.vector = None
 
     def begin(self, resident, ticket) -> None:
@@ -145,7 +166,10 @@ class CloneVoiceJob(StepJob):
             raise VoiceError("this model cannot clone voices (Qwen3-TTS: use a Base model)")
 
     def step(self) -> bool:
-        self.vector = self.tts.speaker_embedding(self.audio)
+        if getattr(self.tts, "needs_transcript", False):
+            self.vector = self.tts.speaker_embedding(self.audio, self.text)
+        else:
+            self.vector = self.tts.speaker_embedding(self.audio)
         return True
 
     def result(self):

@@ -29,6 +29,7 @@ class SynthesisOptions:
     non_streaming_text: bool = True  # the whole text in the prompt (qwen-tts' default for named voices)
     first_chunk_frames: int = 6  # audio frames in the first decoded chunk (short: first audio sooner)
     chunk_frames: int = 24  # and in each later chunk
+    sentence: int = 0  # which sentence of the request this is (set by the speak job)
 
 
 class Synthesis(Protocol):

@@ -39,6 +39,19 @@ def _rebuild_parameter(tensor, *_):
     return tensor
 
 
+class HParams(dict):
+    """GPT-SoVITS' `utils.HParams` (the training config some `.pth` files pickle): read as a dict."""
+
+    def __setstate__(self, state):
+        self.update(state)
+
+
+def _reconstruct(cls, base, state):  # copyreg._reconstructor, for HParams only
+    if cls is not HParams:
+        raise CheckpointError(f"checkpoint rebuilds a {cls}, which is not plain data")
+    return cls()
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, file, archive: zipfile.ZipFile, prefix: str):
         super().__init__(file)
@@ -56,6 +69,10 @@ class _Unpickler(pickle.Unpickler):
             return collections.OrderedDict
         if module == "torch" and name == "Size":
             return tuple
+        if name == "HParams" and module in ("utils", "GPT_SoVITS.utils"):
+            return HParams
+        if (module, name) == ("copyreg", "_reconstructor"):
+            return _reconstruct
         if (module, name) in (("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice")):
             return getattr(__import__("builtins"), name)
         raise CheckpointError(f"checkpoint holds a {module}.{name}, which is not plain data")
@@ -78,15 +95,16 @@ class _Unpickler(pickle.Unpickler):
         return self.loaded[key]
 
 
-def load(path: str | Path):
-    path = Path(path)
+def load(path):
+    """`path`: a file name, or a binary file object (a checkpoint whose head was patched in memory)."""
+    name = path if hasattr(path, "read") else Path(path)
     try:
-        archive = zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(name)
     except zipfile.BadZipFile:
-        raise CheckpointError(f"{path} is not a torch.save zip checkpoint (legacy pickles are not read)") from None
+        raise CheckpointError(f"{name} is not a torch.save zip checkpoint (legacy pickles are not read)") from None
     with archive:
         pkl = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
         if pkl is None:
-            raise CheckpointError(f"{path} has no data.pkl")
+            raise CheckpointError(f"{name} has no data.pkl")
         with archive.open(pkl) as f:
             return _Unpickler(f, archive, pkl.rsplit("/", 1)[0]).load()

@@ -1,6 +1,9 @@
 """Image generation as a stepped job of the engine's worker: encode the prompt, then one
 denoising step per turn, then the VAE decode; previews and progress go out as events.
 
+A released text encoder (pipeline.py) is loaded off the worker thread: until it is ready the
+encode step only waits a few milliseconds and yields, so other requests keep their turns.
+
 Seeds: image k of a request with seed s starts from the noise of seed s + k, so a batch of n
 gives exactly the images n single requests with seeds s..s+n-1 would. Cancelling (or a timeout)
 between two steps ends the job; `close` drops the latents and the encoded prompt and returns the
@@ -10,6 +13,7 @@ freed buffers to the system.
 from __future__ import annotations
 
 import secrets
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 
 import mlx.core as mx
@@ -20,6 +24,7 @@ from ominix.engine.job import StepJob
 
 MAX_IMAGES = 8
 MAX_STEPS = 100
+LOAD_POLL_SECONDS = 0.01  # how long a step waits for a text encoder still loading
 
 
 class ImageRequestError(ValueError):
@@ -107,6 +112,7 @@ class ImageJob(StepJob):
         self.images: list | None = None
         self.references: list = []
         self.partials_sent = 0
+        self.text_encoder: Future | None = None  # from pipe.request_text_encoder()
 
     def begin(self, resident, ticket) -> None:
         pipe = getattr(resident, "model", resident)
@@ -142,6 +148,12 @@ class ImageJob(StepJob):
 
     def step(self) -> bool:
         if self.stage == "encode":
+            if self.text_encoder is None:
+                self.text_encoder = self.pipe.request_text_encoder()
+            if not self.text_encoder.done():
+                # A released encoder loads off this thread: wait a moment, not for the load.
+                wait([self.text_encoder], timeout=LOAD_POLL_SECONDS)
+                return False
             self._encode()
             self.stage = "denoise"
             return False
@@ -162,16 +174,17 @@ class ImageJob(StepJob):
 
     def _encode(self) -> None:
         pipe, r = self.pipe, self.request
-        te = pipe.text_encoder_for_request()
+        te = self.text_encoder.result()  # raises what the load raised
         self.prompt_tokens = len(te.tokenizer.encode(r.prompt))
         try:
             prompt = pipe.encode(te, [r.prompt])
             negative = None
             if pipe.uses_guidance(self.guidance):
                 negative = pipe.encode(te, [r.negative_prompt or ""])
+            mx.eval(prompt, negative if negative is not None else [])
         finally:
-            pipe.done_encoding(te)
             del te
+            self._release_text_encoder()
         prompt, negative = pipe.repeat(prompt, r.n), pipe.repeat(negative, r.n)
         noise = pipe.noise([self.seed + k for k in range(r.n)], r.width, r.height)
         self.state = pipe.start(prompt, negative, noise, self.steps, self.guidance,
@@ -187,7 +200,13 @@ class ImageJob(StepJob):
         return ImageResult(self.images or [], self.seed, self.steps, r.width, r.height,
                            self.guidance, self.prompt_tokens, tokens)  # fmt: skip
 
+    def _release_text_encoder(self) -> None:
+        if self.text_encoder is not None:
+            self.text_encoder = None
+            self.pipe.done_encoding()
+
     def close(self) -> None:
+        self._release_text_encoder()
         self.state = None
         self.references = []
         mx.clear_cache()

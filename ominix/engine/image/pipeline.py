@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +148,9 @@ class ImagePipeline:
         self.vae_args = self.vae.args
         self.multiple = self.vae_args.scale_factor * 2
         self.text_encoder: TextEncoder | None = None
+        self._te_lock = threading.Lock()
+        self._te_future: Future | None = None  # a released encoder being loaded or in use
+        self._te_users = 0
         self.release_text_encoder = self._should_release(options)
         mx.eval(self.transformer.parameters(), self.vae.parameters())
         if not self.release_text_encoder:
@@ -176,14 +181,41 @@ class ImagePipeline:
         mx.eval(te.body.parameters())
         return te
 
-    def text_encoder_for_request(self) -> TextEncoder:
-        return self.text_encoder or self._load_text_encoder()
+    def request_text_encoder(self) -> Future:
+        """The text encoder for one request, as a future: done at once when it is resident;
+        else loaded on a thread of its own (never the worker's, which only runs bounded steps)
+        and shared by the requests that ask while it loads or encodes. Each call is paired with
+        one `done_encoding`."""
+        if self.text_encoder is not None:
+            done: Future = Future()
+            done.set_result(self.text_encoder)
+            return done
+        with self._te_lock:
+            if self._te_future is None:
+                self._te_future = _te_loader().submit(self._load_text_encoder_off_thread)
+            self._te_users += 1
+            return self._te_future
 
-    def done_encoding(self, te: TextEncoder) -> None:
-        """Called once the prompts are encoded: a released text encoder is freed before the
-        denoising loop, so it and the transformer's activations never peak together."""
-        if te is not self.text_encoder:
-            del te
+    def _load_text_encoder_off_thread(self) -> TextEncoder:
+        with mx.stream(_te_stream()):  # its own stream: it does not queue behind the steps
+            te = self._load_text_encoder()
+            mx.synchronize()
+        return te
+
+    def done_encoding(self) -> None:
+        """Called once a request's prompts are encoded (or it ended first): a released text
+        encoder is freed when its last user is done, before the denoising loop, so it and the
+        transformer's activations never peak together."""
+        if self.text_encoder is not None:
+            return
+        with self._te_lock:
+            self._te_users -= 1
+            if self._te_users > 0:
+                return
+            future, self._te_future = self._te_future, None
+        if future is not None:
+            future.cancel()
+            del future
             mx.clear_cache()
 
     # --- sizes, noise, images ---------------------------------------------------------------
@@ -223,6 +255,24 @@ class ImagePipeline:
         return {"family": self.family, "dtype": dtype_name(self.dtype),
                 "quantize": self.options.quantize, "transformer_bytes": params,
                 "release_text_encoder": self.release_text_encoder}  # fmt: skip
+
+
+_TE_LOADER: ThreadPoolExecutor | None = None
+_TE_STREAMS = threading.local()
+
+
+def _te_loader() -> ThreadPoolExecutor:
+    """One thread that loads released text encoders (of any image pipeline)."""
+    global _TE_LOADER
+    if _TE_LOADER is None:
+        _TE_LOADER = ThreadPoolExecutor(1, thread_name_prefix="ominix-text-encoder")
+    return _TE_LOADER
+
+
+def _te_stream():
+    if getattr(_TE_STREAMS, "stream", None) is None:
+        _TE_STREAMS.stream = mx.new_thread_local_stream(mx.default_device())
+    return _TE_STREAMS.stream
 
 
 def options_from_env() -> Options:
