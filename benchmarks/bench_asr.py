@@ -16,10 +16,14 @@ Every runner runs in its own interpreter:
                     includes decoding the file)
   mlx-whisper-fp32  the same with fp16=False and the same BLAS preloaded before mlx.core
   faster-whisper    CTranslate2 on the original model.bin, float32, greedy (a reference, not MLX)
-Reported: real-time factor (wall / audio seconds; lower is better), first-segment latency where the
-runner reports segments as it goes, peak memory (MLX's peak for MLX runners, max RSS otherwise),
-and the word error rate against the read text. Then OminiX's aggregate throughput with several
-requests in flight on one model (decoder steps of all requests share one forward pass per turn).
+All decode greedily with temperature fallback and condition on the previous text (each one's
+default). Reported: real-time factor (wall / audio seconds; lower is better), first-segment
+latency where the runner reports segments as it goes (OminiX: the first streamed text, sent when
+the first segment's closing timestamp is decoded, and the first finished window), peak memory
+(MLX's peak for MLX runners, max RSS otherwise), and the word error rate against the read text.
+Then OminiX's aggregate throughput with 4 different clips in flight on one model (their encoder
+windows and decoder rows share forwards) against the same clips one after the other (measured
+before and after, averaged), for each encoder batch size in --encode-batches.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ runs = []
 for _ in range(trials):
     mx.reset_peak_memory()
     t = time.perf_counter()
-    out = mlx_whisper.transcribe(audio, path_or_hf_repo=path, fp16=fp16, condition_on_previous_text=False)
+    out = mlx_whisper.transcribe(audio, path_or_hf_repo=path, fp16=fp16)  # conditioning on, as ours
     wall = time.perf_counter() - t
     runs.append({"wall_s": wall, "peak_memory_gb": mx.get_peak_memory() / 1e9, "text": out["text"]})
 print(json.dumps(runs))
@@ -66,7 +70,7 @@ list(model.transcribe(audio, beam_size=1, clip_timestamps=[0, 30])[0])
 runs = []
 for _ in range(trials):
     t = time.perf_counter()
-    segments, info = model.transcribe(audio, beam_size=1, condition_on_previous_text=False)
+    segments, info = model.transcribe(audio, beam_size=1)  # conditioning on, as ours
     first, texts = None, []
     for s in segments:
         first = first or time.perf_counter() - t
@@ -80,30 +84,40 @@ print(json.dumps(runs))
 
 
 CONCURRENT = r"""
-import json, sys, time
+import json, os, sys, time
 sys.path.insert(0, ".")
 import ominix
 from ominix.engine.audio.whisper import load_whisper
 from ominix.engine.audio.transcribe import TranscribeJob, run_job
-path, audio, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+path, clips = sys.argv[1], sys.argv[2:]
 rec = load_whisper(path)
-run_job(TranscribeJob(audio), rec)  # warm-up
+run_job(TranscribeJob(clips[0], condition_on_previous_text=False), rec)  # warm-up
 class Ticket:
     def emit(self, event):
         pass
-t = time.perf_counter()
-run_job(TranscribeJob(audio), rec)
-one = time.perf_counter() - t
-jobs = [TranscribeJob(audio) for _ in range(n)]
+def one_by_one():  # each request alone, one after the other
+    times, texts = [], []
+    for clip in clips:
+        t = time.perf_counter()
+        texts.append(run_job(TranscribeJob(clip, condition_on_previous_text=False), rec).text)
+        times.append(time.perf_counter() - t)
+    return times, texts
+alone, texts = one_by_one()
+jobs = [TranscribeJob(clip, condition_on_previous_text=False) for clip in clips]
 for job in jobs:
     job.begin(rec, Ticket())
+forwards = rec.batcher.forwards
 t = time.perf_counter()
 active = list(jobs)
 while active:  # what the worker does each turn: every running job one step
     active = [job for job in active if not job.step()]
 many = time.perf_counter() - t
-texts = {job.result().text for job in jobs}
-print(json.dumps({"one_s": one, "many_s": many, "n": n, "same_text": len(texts) == 1}))
+forwards = rec.batcher.forwards - forwards
+after, _ = one_by_one()  # again after: the machine's load drifts, the mean of both is the baseline
+alone = [(a + b) / 2 for a, b in zip(alone, after)]
+print(json.dumps({"alone_s": alone, "many_s": many, "n": len(clips), "encode_batch": rec.batcher.max_encode,
+                  "same_text": [job.result().text for job in jobs] == texts,
+                  "decoder_forwards": forwards}))
 """
 
 
@@ -112,6 +126,19 @@ def _run(args: list[str], env=None) -> str:
     if r.returncode != 0:
         raise RuntimeError(f"{args[:3]} failed:\n{r.stderr[-3000:]}")
     return r.stdout
+
+
+def concurrent_clips(work: Path, n: int) -> list[Path]:
+    """n different ~30 s clips (consecutive sentences of LONG_TEXT, rotated), 16 kHz WAV."""
+    from tests.speech_fixtures import LONG_TEXT, encode, resample_linear, speak
+
+    sentences = [s.strip() + "." for s in LONG_TEXT.split(".") if s.strip()]
+    out = []
+    for i in range(n):
+        text = " ".join(sentences[(4 * i + k) % len(sentences)] for k in range(7))
+        samples, rate = speak(text)
+        out.append(encode(resample_linear(samples, rate, 16000), 16000, work / f"clip{i}.wav"))
+    return out
 
 
 def prepare(work: Path) -> tuple[Path, Path, Path, str]:
@@ -134,8 +161,10 @@ def summarise(name: str, runs: list[dict], seconds: float, spoken: str) -> dict:
 
     wall = statistics.median(r["wall_s"] for r in runs)
     first = [r.get("first_segment_s") for r in runs if r.get("first_segment_s") is not None]
+    text_first = [r["first_text_s"] for r in runs if r.get("first_text_s") is not None]
     return {"runner": name, "rtf": wall / seconds, "wall_s": wall,
             "first_segment_s": statistics.median(first) if first else None,
+            "first_text_s": statistics.median(text_first) if text_first else None,
             "peak_memory_gb": statistics.median(r["peak_memory_gb"] for r in runs),
             "wer": wer(spoken, runs[0]["text"])}
 
@@ -145,6 +174,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--runners", default="ominix,mlx-whisper,mlx-whisper-fp32,faster-whisper")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight for the throughput line")
+    parser.add_argument("--encode-batches", default="1,4", help="encoder batch sizes to try for the throughput line")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     runners = args.runners.split(",")
@@ -163,26 +193,31 @@ def main() -> None:
         if "faster-whisper" in runners:
             out = _run([sys.executable, "-c", FASTER_WHISPER, str(ct2_dir), str(audio), str(args.trials)])
             results.append(summarise("faster-whisper", json.loads(out), seconds, spoken))
-        conc = None
-        if "ominix" in runners and args.concurrency > 1:
-            conc = json.loads(_run([sys.executable, "-c", CONCURRENT, str(model), str(audio), str(args.concurrency)]))
+        conc = []
+        if args.concurrency > 1:
+            clips = [str(c) for c in concurrent_clips(Path(tmp), args.concurrency)]
+            for batch in args.encode_batches.split(","):
+                conc.append(json.loads(_run([sys.executable, "-c", CONCURRENT, str(model), *clips],
+                                            env={"OMINIX_WHISPER_ENCODE_BATCH": batch})))
     if args.json:
         print(json.dumps({"audio_seconds": seconds, "results": results, "concurrency": conc}, indent=2))
         return
     base = results[0] if results and results[0]["runner"] == "OminiX" else None
     print(f"Whisper tiny.en (real weights), {seconds:.1f} s of speech, median of {args.trials} trial(s)\n")
-    print("| runner | RTF | wall s | first segment s | peak GB | WER | OminiX speed vs runner |")
-    print("|---|---|---|---|---|---|---|")
+    print("| runner | RTF | wall s | first text s | first segment s | peak GB | WER | OminiX speed vs runner |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         first = f"{r['first_segment_s']:.2f}" if r["first_segment_s"] is not None else "-"
+        text = f"{r['first_text_s']:.2f}" if r.get("first_text_s") is not None else "-"
         ratio = "" if base is None or r is base else f"{r['wall_s'] / base['wall_s']:.2f}x"
-        print(f"| {r['runner']} | {r['rtf']:.3f} | {r['wall_s']:.2f} | {first} | {r['peak_memory_gb']:.3f} | "
-              f"{r['wer']:.3f} | {ratio} |")
-    if conc:
-        gain = conc["n"] * conc["one_s"] / conc["many_s"]
-        print(f"\nOminiX, {conc['n']} requests at once on one model (stepped like the worker, decoder rows "
-              f"batched): {conc['many_s']:.1f} s vs {conc['one_s']:.1f} s for one; aggregate throughput "
-              f"{gain:.2f}x one request; same text: {conc['same_text']}")
+        print(f"| {r['runner']} | {r['rtf']:.3f} | {r['wall_s']:.2f} | {text} | {first} | "
+              f"{r['peak_memory_gb']:.3f} | {r['wer']:.3f} | {ratio} |")
+    for c in conc:
+        alone = sum(c["alone_s"])
+        print(f"\nOminiX, {c['n']} different requests at once on one model (stepped like the worker; "
+              f"encoder batch {c['encode_batch']}, decoder rows batched): {c['many_s']:.1f} s vs "
+              f"{alone:.1f} s one after the other; aggregate throughput {alone / c['many_s']:.2f}x one "
+              f"request; each text equal to alone: {c['same_text']}")
 
 
 if __name__ == "__main__":

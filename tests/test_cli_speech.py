@@ -63,5 +63,6 @@ def test_bench_speech_model(clips):
     result = json.loads(r.stdout)
     assert result["kind"] == "asr" and 0 < result["rtf"] and result["peak_memory_gb"] > 0.05
     assert 0 < result["first_segment_s"] <= result["wall_s"]
+    assert 0 < result["first_text_s"] <= result["first_segment_s"]  # streamed text comes no later
     r = ominix("bench", converted_tiny_en())
     assert r.returncode == 1 and "--audio" in r.stderr

@@ -132,12 +132,53 @@ def test_bad_requests_get_openai_errors(client, server, tmp_path):
     assert r.status_code == 400 and "multipart" in r.json()["error"]["message"]
 
 
-def test_concurrent_requests_each_equal_alone(client, clip, alone):
-    def one(_):
-        with open(clip, "rb") as f:
+def test_eight_concurrent_requests_each_equal_alone(client, clip, alone, tmp_path):
+    other = encode(*speak(SENTENCES[1]), tmp_path / "other.ogg")
+    with open(other, "rb") as f:
+        other_alone = client.audio.transcriptions.create(model=MODEL, file=f, response_format="verbose_json")
+    with open(clip, "rb") as f:
+        clip_alone = client.audio.transcriptions.create(model=MODEL, file=f, response_format="verbose_json")
+    assert clip_alone.text == alone.text
+
+    def one(i):
+        with open(clip if i % 2 == 0 else other, "rb") as f:
             return client.audio.transcriptions.create(model=MODEL, file=f, response_format="verbose_json")
 
-    with concurrent.futures.ThreadPoolExecutor(4) as ex:
-        results = list(ex.map(one, range(4)))
-    assert all(r.text == alone.text for r in results)
-    assert len({json.dumps([(s.start, s.end, s.text) for s in r.segments]) for r in results}) == 1
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(one, range(8)))
+    for i, r in enumerate(results):
+        want = clip_alone if i % 2 == 0 else other_alone
+        assert r.text == want.text
+        assert [(s.start, s.end, s.tokens) for s in r.segments] == \
+            [(s.start, s.end, s.tokens) for s in want.segments]
+
+
+def test_logprobs_in_json_and_stream(client, clip, alone):
+    with open(clip, "rb") as f:
+        r = client.audio.transcriptions.create(model=MODEL, file=f, include=["logprobs"])
+    assert r.text == alone.text and r.logprobs
+    assert "".join(bytes(int(b) for b in p.bytes).decode("utf-8", "replace") for p in r.logprobs).strip() == r.text
+    assert all(p.logprob <= 0 for p in r.logprobs)
+    with open(clip, "rb") as f:
+        events = list(client.audio.transcriptions.create(model=MODEL, file=f, stream=True, include=["logprobs"]))
+    deltas, done = events[:-1], events[-1]
+    assert done.type == "transcript.text.done" and done.text == alone.text
+    assert [(p.token, p.logprob) for p in done.logprobs] == [(p.token, p.logprob) for p in r.logprobs]
+    assert [(p.token, p.logprob) for e in deltas for p in e.logprobs] == [(p.token, p.logprob) for p in r.logprobs]
+    assert all(e.type == "transcript.text.delta" for e in deltas)
+
+
+def test_beam_search_and_unsupported_options(client, clip, alone):
+    with open(clip, "rb") as f:
+        r = client.audio.transcriptions.create(model=MODEL, file=f, extra_body={"beam_size": 5})
+    assert wer(SPOKEN, r.text) <= 0.2, r.text
+    with pytest.raises(openai.BadRequestError) as e:
+        client.audio.transcriptions.create(model=MODEL, file=clip.open("rb"), response_format="diarized_json")
+    assert e.value.body["param"] == "response_format" and "diarization" in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.audio.transcriptions.create(model=MODEL, file=clip.open("rb"), extra_body={"beam_size": 0})
+    assert e.value.body["param"] == "beam_size"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.audio.transcriptions.create(model=MODEL, file=clip.open("rb"), include=["logprobs"],
+                                           response_format="srt")
+    assert e.value.body["param"] == "include"

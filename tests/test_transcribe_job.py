@@ -118,3 +118,24 @@ def test_concurrent_jobs_share_decoder_forwards_and_equal_alone(tmp_path):
         [[(s.start, s.end) for s in a.segments] for a in alone]
     forwards = rec.batcher.forwards - before
     assert forwards < 0.6 * rows  # three requests' rows ran in shared forwards
+
+
+def test_segments_stream_as_they_are_decoded(tmp_path):
+    from ominix.engine.audio.transcribe import TextEvent
+    from ominix.engine.audio.whisper import load_whisper
+    from tests.speech_fixtures import SENTENCES, encode, speak
+    from tests.whisper_checkpoints import converted_tiny_en
+
+    rec = load_whisper(converted_tiny_en())
+    path = encode(*speak(" ".join(SENTENCES)), tmp_path / "three.wav")
+    events = []
+    result = run_job(TranscribeJob(path, early_text=True), rec, on_event=events.append)
+    kinds = [type(e).__name__ for e in events]
+    texts = [e for e in events if isinstance(e, TextEvent)]
+    assert len(result.segments) >= 2
+    # The first segment's text is out while the window is still decoding (before its SegmentEvents).
+    assert kinds.index("TextEvent") < kinds.index("SegmentEvent")
+    assert sum(1 for k in kinds[:kinds.index("SegmentEvent")] if k == "TextEvent") >= 1
+    assert "".join(e.text for e in texts).strip() == result.text
+    assert [e.text for e in texts] == [s.text for s in result.segments]
+    assert all(len(e.tokens) == len(e.logprobs) > 0 for e in texts)

@@ -223,8 +223,11 @@ class Model(nn.Module):
         return self.encoder(mel)
 
     def cross_kv(self, audio_features: mx.array) -> list[tuple[mx.array, mx.array]]:
-        """Each decoder block's cross-attention keys and values, computed once per window."""
-        return [block.cross_attn.kv(audio_features) for block in self.decoder.blocks]
+        """Each decoder block's cross-attention keys and values, computed once per window. Made
+        contiguous once: every decoding step reads them, and a strided (head-transposed) view
+        costs a copy per step (on a CPU ~10x the attention itself)."""
+        return [tuple(mx.contiguous(t) for t in block.cross_attn.kv(audio_features))
+                for block in self.decoder.blocks]
 
     def decode(self, tokens: mx.array, cross_kv: list, cache: list | None = None) -> mx.array:
         return self.decoder(tokens, cross_kv, cache)

@@ -8,7 +8,15 @@ the next window starts there); one that does not is given windows cut at the qui
 their end, so no word is split between two windows.
 
 Events sent with `ticket.emit`: `SegmentEvent` for each recognised segment, `ProgressEvent` after
-each window. The result is a `Transcript`.
+each window, and with `early_text=True` a `TextEvent` for each piece of text as soon as it is
+decoded (a stepped recognizer reports each segment when its closing timestamp is decoded, before
+its window ends; their concatenation is the transcript, unless a window's first attempt falls back
+to a higher temperature after it streamed: the replacement's text then follows, and the
+transcript is the replacement's). The result is a `Transcript`.
+
+Recognizers that condition on earlier text (Whisper: `encode_prompt`) get the tokens of the
+segments so far (and the prompt), as openai-whisper and faster-whisper pass them; the history is
+dropped after a window decoded hotter than PROMPT_RESET_TEMPERATURE (its text is unreliable).
 """
 
 from __future__ import annotations
@@ -23,12 +31,22 @@ from ominix.engine.job import StepJob
 
 CUT_SEARCH = 0.2  # fraction of a window's end searched for the quietest cut point
 CUT_FRAME = int(0.025 * SAMPLE_RATE)
+PROMPT_RESET_TEMPERATURE = 0.5  # faster-whisper's prompt_reset_on_temperature
 
 
 @dataclass
 class SegmentEvent:
     segment: Segment
     index: int  # 0, 1, 2 ... over the whole transcript
+
+
+@dataclass
+class TextEvent:
+    """Text as soon as it is known: `tokens`/`logprobs` are its text tokens and their choices."""
+
+    text: str
+    tokens: list[int]
+    logprobs: list[float]
 
 
 @dataclass
@@ -56,7 +74,9 @@ class TranscribeJob(StepJob):
 
     def __init__(self, source, *, language: str | None = None, prompt: str | None = None,
                  task: str = "transcribe", temperature: float = 0.0, word_timestamps: bool = False,
-                 limits: dict | None = None):
+                 limits: dict | None = None, beam_size: int = 1, patience: float = 1.0,
+                 length_penalty: float = 1.0, condition_on_previous_text: bool = True,
+                 early_text: bool = False):
         self.source = source
         self.language = language
         self.prompt = prompt
@@ -64,13 +84,22 @@ class TranscribeJob(StepJob):
         self.temperature = temperature
         self.word_timestamps = word_timestamps
         self.limits = limits or {}
+        if beam_size < 1 or patience <= 0:
+            raise ValueError("beam_size must be >= 1 and patience > 0")
+        self.decoding = dict(beam_size=int(beam_size), patience=float(patience),
+                             length_penalty=float(length_penalty))
+        self.condition = condition_on_previous_text
+        self.early_text = early_text
+        self.history: list[int] | None = None  # conditioning tokens (recognizers that take them)
+        self.reset_since = 0
+        self._early: list[str] = []  # texts sent early in the current window
         self.stream: AudioStream | None = source if isinstance(source, AudioStream) else None
         self.segments: list[Segment] = []
         self.detected: str | None = None
         self.seek = 0  # samples consumed so far
         self.windows = 0
         self._steps = None  # the current window's step generator (stepped recognizers)
-        self._row = None  # its decoding step waiting in the recognizer's RowBatcher
+        self._wait = None  # what the window's generator waits for from the recognizer's batcher
         self._window_len = 0
 
     def begin(self, resident, ticket) -> None:
@@ -80,22 +109,26 @@ class TranscribeJob(StepJob):
         if self.stream is None:
             self.stream = open_audio(self.source, **self.limits)
         self.window = int(self.recognizer.window_seconds * SAMPLE_RATE)
+        if hasattr(self.recognizer, "encode_prompt"):
+            self.history = list(self.recognizer.encode_prompt(self.prompt))
 
     def step(self) -> bool:
         if self._steps is None:
             return self._start_window()
         send = None
-        if self._row is not None:  # a decoding step waits for its logits
-            if self._row.logits is None:
-                self.recognizer.batcher.flush()  # runs every waiting request's row at once
-            send, self._row = self._row.logits, None
+        if self._wait is not None:  # requests (an encoder window, decoder rows) wait for values
+            from ominix.engine.audio.whisper_batch import answer, requests
+
+            if not all(r.done for r in requests(self._wait)):
+                self.recognizer.batcher.flush()  # runs every waiting request of the model at once
+            send, self._wait = answer(self._wait), None
         try:
             value = self._steps.send(send)
         except StopIteration as done:
             self._steps = None
             return self._end_window(done.value)
-        if hasattr(value, "cross_kv"):  # a Row: submit it; the next step (ours or another's) runs it
-            self._row = value
+        if value is not None:  # requests: submit them; the next step (ours or another's) runs them
+            self._wait = value
             self.recognizer.batcher.submit(value)
         return False
 
@@ -116,8 +149,13 @@ class TranscribeJob(StepJob):
                        prompt=self.prompt, task=self.task, temperature=self.temperature,
                        word_timestamps=self.word_timestamps)
         if hasattr(self.recognizer, "window_steps"):  # optional: one bounded unit per step
-            self._steps = self.recognizer.window_steps(audio, **options)
-            self._row = None
+            if self.history is not None:
+                options["previous"] = self.history[self.reset_since:]
+            if self.early_text:
+                options["on_segment"] = self._on_segment
+            self._early = []
+            self._steps = self.recognizer.window_steps(audio, **options, **self.decoding)
+            self._wait = None
             return self.step()
         return self._end_window(self.recognizer.transcribe_window(audio, **options))
 
@@ -125,9 +163,16 @@ class TranscribeJob(StepJob):
         segments, language = out[0], out[1]
         consumed = out[2] if len(out) > 2 else self._window_len / SAMPLE_RATE
         self.detected = self.detected or language  # later windows keep the first window's language
+        if self.early_text:
+            self._late_text(segments)
         for seg in segments:
             self.ticket.emit(SegmentEvent(seg, len(self.segments)))
             self.segments.append(seg)
+        if self.history is not None and segments:
+            for seg in segments:
+                self.history.extend(seg.tokens)
+            if not self.condition or (segments[0].temperature or 0.0) > PROMPT_RESET_TEMPERATURE:
+                self.reset_since = len(self.history)
         # Always move forward, whatever the recognizer says (a zero-length segment cannot stall).
         advance = min(int(round(consumed * SAMPLE_RATE)), self._window_len)
         self.seek += advance if advance > 0 else self._window_len
@@ -136,6 +181,20 @@ class TranscribeJob(StepJob):
         if self.stream.at_end(self.seek):
             return self._finish()
         return False
+
+    def _on_segment(self, text: str, tokens: list[int], logprobs: list[float]) -> None:
+        self._early.append(text)
+        self.ticket.emit(TextEvent(text, tokens, logprobs))
+
+    def _late_text(self, segments: list[Segment]) -> None:
+        """The window's text not sent early: segments that closed with the window, or all of a
+        fallback's (whose first attempt's text was sent already and cannot be taken back)."""
+        sent = len(self._early) if [s.text for s in segments[:len(self._early)]] == self._early else 0
+        eot = getattr(getattr(self.recognizer, "tok", None), "eot", None)  # Whisper: text ids < eot
+        for seg in segments[sent:]:
+            text_tokens = [t for t in seg.tokens if eot is None or t < eot]
+            self.ticket.emit(TextEvent(seg.text, text_tokens, list(seg.token_logprobs)))
+        self._early = []
 
     def _finish(self) -> bool:
         if not self.segments and self.stream.peak < SILENCE_PEAK:
@@ -149,8 +208,8 @@ class TranscribeJob(StepJob):
                           segments=self.segments)
 
     def close(self) -> None:
-        if self._row is not None:
-            self.recognizer.batcher.withdraw(self._row)
+        if self._wait is not None:
+            self.recognizer.batcher.withdraw(self._wait)
         if self._steps is not None:
             self._steps.close()
         if self.stream is not None:

@@ -34,6 +34,7 @@ class Segment:
     no_speech_prob: float | None = None
     temperature: float | None = None
     compression_ratio: float | None = None
+    token_logprobs: list[float] = field(default_factory=list)  # of its text tokens (Whisper)
 
 
 @dataclass

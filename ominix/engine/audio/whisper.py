@@ -18,9 +18,11 @@ import numpy as np
 from ominix.engine.audio.alignment import find_words
 from ominix.engine.audio.features import N_SAMPLES, log_mel
 from ominix.engine.audio.types import SAMPLE_RATE, Segment
+from ominix.engine.audio.whisper_batch import Batcher, Encode, drain
+from ominix.engine.audio.whisper_beam import beam_steps
 from ominix.engine.audio.whisper_decode import (
-    FALLBACK_TEMPERATURES, TIME_PRECISION, LogitRules, RowBatcher, decode_steps, drain, is_silence,
-    needs_fallback, split_segments)
+    FALLBACK_TEMPERATURES, TIME_PRECISION, LogitRules, decode_steps, is_silence, max_new_tokens,
+    needs_fallback, pick_fallback, split_segments)
 from ominix.engine.audio.whisper_tokenizer import TokenizerError, WhisperTokenizer, language_code
 from ominix.engine.llm.cache import KVCache
 from ominix.models.whisper import MultiHeadAttention
@@ -60,7 +62,7 @@ class WhisperRecognizer:
     reports_consumed = True  # transcribe_window returns the seconds it consumed (see transcribe.py)
 
     def __init__(self, model, tokenizer: WhisperTokenizer, *, suppress: list[int] | None = None,
-                 dtype=mx.float32, config: dict | None = None):
+                 dtype=mx.float32, config: dict | None = None, max_encode: int = 1):
         self.model = model
         self.args = model.args
         self.tok = tokenizer
@@ -68,7 +70,8 @@ class WhisperRecognizer:
         self.dtype = dtype
         self.config = config or {}
         self.multilingual = self.args.is_multilingual
-        self.batcher = RowBatcher(model)  # decoder steps of concurrent requests share forwards
+        # The model's lane: encoder windows and decoder rows of concurrent requests share forwards.
+        self.batcher = Batcher(model, dtype=dtype, max_encode=max_encode)
 
     # --- the pieces ---------------------------------------------------------------------------
 
@@ -89,13 +92,16 @@ class WhisperRecognizer:
         probs = np.exp(scores) / np.exp(scores).sum()
         return codes[int(np.argmax(probs))], dict(zip(codes, probs.tolist()))
 
-    def _initial_tokens(self, language: str | None, task: str, prompt: str | None) -> list[int]:
+    def encode_prompt(self, prompt: str | None) -> list[int]:
+        """A request's prompt text as the tokens that condition its first window."""
+        return self.tok.encode(" " + prompt.strip()) if prompt and prompt.strip() else []
+
+    def _initial_tokens(self, language: str | None, task: str, previous: list[int]) -> list[int]:
         sot = self.tok.sot_sequence(language if self.multilingual else None,
                                     task if self.multilingual else "transcribe")
-        if not prompt or not prompt.strip():
+        if not previous:
             return sot
-        prompt_tokens = self.tok.encode(" " + prompt.strip())[-(self.args.n_text_ctx // 2 - 1):]
-        return [self.tok.sot_prev, *prompt_tokens, *sot]
+        return [self.tok.sot_prev, *previous[-(self.args.n_text_ctx // 2 - 1):], *sot]
 
     def make_cache(self) -> list[KVCache]:
         return [KVCache() for _ in range(self.args.n_text_layer)]
@@ -107,59 +113,90 @@ class WhisperRecognizer:
 
     def window_steps(self, audio: np.ndarray, *, offset: float = 0.0, language: str | None = None,
                      prompt: str | None = None, task: str = "transcribe", temperature: float = 0.0,
-                     word_timestamps: bool = False):
-        """`transcribe_window` as a generator that yields after the encoder, and a `Row` for every
-        decoding step (the caller sends back its logits; see RowBatcher); the TranscribeJob runs one
-        unit per worker step. Returns (segments, language, seconds consumed)."""
+                     word_timestamps: bool = False, previous: list[int] | None = None,
+                     beam_size: int = 1, patience: float = 1.0, length_penalty: float = 1.0,
+                     on_segment=None):
+        """`transcribe_window` as a generator: it yields an Encode request for the window, a pause
+        after each prompt, a Row (greedy) or a list of Rows (beam search) for every decoding step
+        (the caller gets them run, batched with other requests, and sends back their values; see
+        whisper_batch.py) and a pause before word alignment. Returns (segments, language, seconds
+        consumed).
+
+        `previous`: tokens of earlier windows (and the prompt) to condition on; when None, the
+        `prompt` text alone. `on_segment(text, tokens, logprobs)` hears each segment of the first
+        (greedy) attempt as soon as its closing timestamp is decoded, before the window ends."""
         if task not in ("transcribe", "translate"):
             raise ValueError(f"task must be 'transcribe' or 'translate', not {task!r}")
         seconds = min(len(audio), N_SAMPLES) / SAMPLE_RATE
         lang = language_code(language)
         if self.multilingual and lang is not None and lang not in self.tok.language_tokens:
             raise ValueError(f"this model does not know language '{lang}'")
-        cross_kv = self.encode(audio)
-        yield
+        cross_kv = yield Encode(log_mel(audio[:N_SAMPLES], self.args.n_mels))
         if not self.multilingual:
             lang = "en"
         elif lang is None:
             lang, _ = self.detect_language(cross_kv)
-        initial = self._initial_tokens(lang, task, prompt)
-        tb = self.tok.timestamp_begin
-        rules = LogitRules(self.tok, len(initial), self.suppress,
-                           max_timestamp=tb + int(round(self.window_seconds / TIME_PRECISION)))
-        temperatures = FALLBACK_TEMPERATURES if temperature == 0 else (float(temperature),)
-        rng = np.random.default_rng(int(offset * 1000))
-        for t in temperatures:
-            result = yield from decode_steps(
-                self.model, self.tok, cross_kv, initial, rules, temperature=t,
-                sample_len=self.args.n_text_ctx // 2, n_ctx=self.args.n_text_ctx,
-                make_cache=self.make_cache, rng=rng, sot_index=initial.index(self.tok.sot))
-            if not needs_fallback(result):
-                break
+        initial = self._initial_tokens(lang, task, self.encode_prompt(prompt) if previous is None else previous)
+        result = yield from self._decode_with_fallback(
+            cross_kv, initial, temperature, offset, beam_size=beam_size, patience=patience,
+            length_penalty=length_penalty, on_segment=on_segment)
         if is_silence(result):
             return [], lang, seconds
-        parts, consumed = split_segments(result.tokens, tb, seconds)
-        segments = []
-        for start, end, text_tokens, _ in parts:
-            text = self.tok.decode(text_tokens)
-            if not text.strip():
-                continue
-            start, end = min(start, seconds), min(end, seconds)
-            segments.append(Segment(
-                start=round(offset + start, 3), end=round(offset + max(start, end), 3), text=text,
-                tokens=text_tokens, avg_logprob=result.avg_logprob,
-                no_speech_prob=result.no_speech_prob, temperature=result.temperature,
-                compression_ratio=result.compression_ratio))
+        segments, consumed = self._segments(result, seconds, offset)
         if word_timestamps and segments:
             yield
             self._add_words(segments, cross_kv, lang, task, len(audio), offset)
         return segments, lang, consumed if consumed > 0 else seconds
 
+    def _decode_with_fallback(self, cross_kv, initial, temperature, offset, *, beam_size, patience,
+                              length_penalty, on_segment):
+        tb = self.tok.timestamp_begin
+        rules = LogitRules(self.tok, len(initial), self.suppress,
+                           max_timestamp=tb + int(round(self.window_seconds / TIME_PRECISION)))
+        temperatures = FALLBACK_TEMPERATURES if temperature == 0 else (float(temperature),)
+        rng = np.random.default_rng(int(offset * 1000))
+        common = dict(max_new=max_new_tokens(len(initial), self.args.n_text_ctx),
+                      make_cache=self.make_cache, sot_index=initial.index(self.tok.sot))
+        tried = []
+        for t in temperatures:
+            if t == 0 and beam_size > 1:
+                result = yield from beam_steps(self.model, self.tok, cross_kv, initial, rules,
+                                               beam_size=beam_size, patience=patience,
+                                               length_penalty=length_penalty, **common)
+            else:
+                # Only the first attempt streams: a fallback's segments arrive with the window.
+                tap = SegmentTap(self.tok, on_segment) if on_segment is not None and not tried else None
+                result = yield from decode_steps(self.model, self.tok, cross_kv, initial, rules,
+                                                 temperature=t, rng=rng, on_token=tap, **common)
+            tried.append(result)
+            if not needs_fallback(result):
+                return result
+        return pick_fallback(tried) if len(tried) > 1 else tried[-1]
+
+    def _segments(self, result, seconds: float, offset: float) -> tuple[list[Segment], float]:
+        tb = self.tok.timestamp_begin
+        parts, consumed = split_segments(result.tokens, tb, seconds)
+        segments = []
+        for start, end, text_tokens, (lo, hi) in parts:
+            text = self.tok.decode(text_tokens)
+            if not text.strip() or start == end:  # faster-whisper keeps neither
+                continue
+            start, end = min(start, seconds), min(end, seconds)
+            # Token log-probabilities of this segment's text tokens (sampled order).
+            logprobs = [lp for t, lp in zip(result.tokens[lo:hi], result.token_logprobs[lo:hi]) if t < tb]
+            segments.append(Segment(
+                start=round(offset + start, 3), end=round(offset + max(start, end), 3), text=text,
+                tokens=list(result.tokens[lo:hi]), avg_logprob=result.avg_logprob,
+                no_speech_prob=result.no_speech_prob, temperature=result.temperature,
+                compression_ratio=result.compression_ratio, token_logprobs=logprobs))
+        return segments, consumed
+
     def _add_words(self, segments: list[Segment], cross_kv, lang, task, n_samples: int, offset: float):
         all_tokens, owner = [], []
         for k, seg in enumerate(segments):
-            all_tokens.extend(seg.tokens)
-            owner.extend([k] * len(seg.tokens))
+            text_tokens = [t for t in seg.tokens if t < self.tok.eot]  # without timestamps
+            all_tokens.extend(text_tokens)
+            owner.extend([k] * len(text_tokens))
         sot = self.tok.sot_sequence(lang if self.multilingual else None,
                                     task if self.multilingual else "transcribe")
         num_frames = min(n_samples, N_SAMPLES) // 160
@@ -178,6 +215,30 @@ class WhisperRecognizer:
                 seg.words[0].start = round(seg.words[0].end - max_duration, 3)
             if seg.words:
                 seg.start, seg.end = seg.words[0].start, max(seg.words[-1].end, seg.words[0].start)
+
+
+class SegmentTap:
+    """Sees a window's tokens as they are decoded and reports each segment when it closes (two
+    timestamps in a row), with the text and token choices split_segments will give it."""
+
+    def __init__(self, tok: WhisperTokenizer, on_segment):
+        self.tok, self.on_segment = tok, on_segment
+        self.tokens: list[int] = []
+        self.logprobs: list[float] = []
+        self.start = 0  # where the open segment's tokens begin
+
+    def __call__(self, token: int, logprob: float) -> None:
+        tb = self.tok.timestamp_begin
+        self.tokens.append(token)
+        self.logprobs.append(logprob)
+        if len(self.tokens) < 2 or token < tb or self.tokens[-2] < tb:
+            return
+        end = len(self.tokens) - 1  # the pair's second timestamp opens the next segment
+        part, lps = self.tokens[self.start:end], self.logprobs[self.start:end]
+        self.start = end
+        text = self.tok.decode([t for t in part if t < tb])
+        if text.strip() and part[0] != part[-1]:
+            self.on_segment(text, [t for t in part if t < tb], [lp for t, lp in zip(part, lps) if t < tb])
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -250,6 +311,11 @@ def load_whisper(path: str | Path, *, dtype: str | None = None) -> WhisperRecogn
     suppress = None
     if isinstance(gen.get("suppress_tokens"), list) and gen["suppress_tokens"]:
         suppress = tok.suppress_tokens(non_speech=gen["suppress_tokens"])
+    # Windows of concurrent requests per encoder forward: a GPU fills up with a larger batch; on a
+    # 2-core CPU 4 windows at once still took 4 requests from 1.6x to 2.1x one request's
+    # throughput (benchmarks/bench_asr.py measures encoder batches 1 and 4 side by side).
+    max_encode = int(os.environ.get("OMINIX_WHISPER_ENCODE_BATCH") or (8 if device.type == mx.DeviceType.gpu else 4))
     config["_ominix"] = {"checkpoint_dtype": dtype_name(stored), "compute_dtype": dtype_name(target),
-                         "device": device.type.name}
-    return WhisperRecognizer(model, tok, suppress=suppress, dtype=target, config=config)
+                         "device": device.type.name, "encode_batch": max_encode}
+    return WhisperRecognizer(model, tok, suppress=suppress, dtype=target, config=config,
+                             max_encode=max_encode)

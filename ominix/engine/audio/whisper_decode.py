@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import numpy as np
 
+from ominix.engine.audio.whisper_batch import Row
+
 TIME_PRECISION = 0.02  # seconds per timestamp token (30 s / 1500 audio positions)
 MAX_INITIAL_TIMESTAMP = 1.0
 COMPRESSION_RATIO_THRESHOLD = 2.4
@@ -38,7 +40,7 @@ class DecodeResult:
 
     @property
     def compression_ratio(self) -> float:
-        data = self.text.encode("utf-8")
+        data = self.text.strip().encode("utf-8")  # stripped, as faster-whisper measures it
         return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
@@ -89,16 +91,31 @@ class LogitRules:
         return logits
 
 
-def decode_steps(model, tok, cross_kv, initial: list[int], rules: LogitRules, *, temperature: float,
-                 sample_len: int, n_ctx: int, make_cache, rng: np.random.Generator, sot_index: int):
-    """Sample tokens after `initial` until <|endoftext|>, `sample_len` tokens or the context end.
-    A generator: it yields after every forward pass (so a worker can interleave other work) and
-    returns the DecodeResult."""
-    cache = make_cache()
+def max_new_tokens(n_prompt: int, n_ctx: int) -> int:
+    """Tokens a window may sample after an `n_prompt`-token prompt (CTranslate2's bound, which
+    faster-whisper uses: half the context, or what the context has left after the prompt's
+    first n_prompt - 1 tokens)."""
+    return max(1, min(n_ctx // 2, n_ctx - (n_prompt - 1)))
+
+
+def prefill(model, tok, cross_kv, initial: list[int], cache, sot_index: int):
+    """The prompt through the decoder: (logits after its last token, P(no speech) at <|sot|>)."""
     logits = model.decode(mx.array([initial]), cross_kv, cache)
     first = np.array(logits[0, sot_index].astype(mx.float32))
     no_speech_prob = float(np.exp(log_softmax(first)[tok.no_speech]))
-    step_logits = np.array(logits[0, -1].astype(mx.float32))
+    return np.array(logits[0, -1].astype(mx.float32)), no_speech_prob
+
+
+def decode_steps(model, tok, cross_kv, initial: list[int], rules: LogitRules, *, temperature: float,
+                 max_new: int, make_cache, rng: np.random.Generator, sot_index: int, on_token=None):
+    """Sample tokens after `initial` until <|endoftext|> or `max_new` tokens. A generator: it
+    yields after the prompt's forward pass and a Row for every later step (so concurrent requests
+    share forwards), and returns the DecodeResult. `on_token(token, logprob)` sees each token as
+    it is chosen (streaming)."""
+    cache = make_cache()
+    step_logits, no_speech_prob = prefill(model, tok, cross_kv, initial, cache, sot_index)
+    if no_speech_prob > NO_SPEECH_THRESHOLD:
+        on_token = None  # the window may be dropped as silence: stream nothing early from it
     yield
     tokens = list(initial)
     sum_logprob, token_logprobs = 0.0, []
@@ -115,7 +132,9 @@ def decode_steps(model, tok, cross_kv, initial: list[int], rules: LogitRules, *,
             break
         token_logprobs.append(logprob)
         tokens.append(nxt)
-        if len(tokens) - len(initial) >= sample_len or len(tokens) >= n_ctx:
+        if on_token is not None:
+            on_token(nxt, logprob)
+        if len(tokens) - len(initial) >= max_new:
             break
         # One token: ask for it as a Row, so concurrent requests can share the forward pass.
         step_logits = yield Row(nxt, cross_kv, cache)
@@ -124,62 +143,13 @@ def decode_steps(model, tok, cross_kv, initial: list[int], rules: LogitRules, *,
                         tok.decode(sampled))
 
 
-@dataclass
-class Row:
-    """A decoding step one sequence asks for: its next input token, audio and cache. The caller
-    sends back that row's logits (numpy [vocab])."""
-
-    token: int
-    cross_kv: list
-    cache: list
-    logits: np.ndarray | None = None
-
-
-class RowBatcher:
-    """Rows from concurrent requests to one model, run together in one forward pass.
-
-    A job submits its row and returns; whichever job steps next while rows are waiting runs them
-    all (`flush`). On the single worker thread every turn then costs one batched forward, whatever
-    the number of requests in flight."""
-
-    def __init__(self, model, max_rows: int = 16):
-        self.model = model
-        self.max_rows = max_rows
-        self.pending: list[Row] = []
-        self.forwards = 0  # batched forward passes run (for tests and metrics)
-
-    def submit(self, row: Row) -> None:
-        self.pending.append(row)
-
-    def withdraw(self, row: Row) -> None:
-        if row in self.pending:
-            self.pending.remove(row)
-
-    def flush(self) -> None:
-        while self.pending:
-            rows, self.pending = self.pending[: self.max_rows], self.pending[self.max_rows:]
-            logits = self.model.decode_rows(mx.array([[r.token] for r in rows]),
-                                            [r.cross_kv for r in rows], [r.cache for r in rows])
-            logits = np.array(logits[:, -1].astype(mx.float32))
-            self.forwards += 1
-            for r, row_logits in zip(rows, logits):
-                r.logits = row_logits
-
-
-def drain(steps, batcher: RowBatcher):
-    """Run a step generator to its end alone (rows run at once); its return value."""
-    value = None
-    while True:
-        try:
-            value = steps.send(value)
-        except StopIteration as done:
-            return done.value
-        if isinstance(value, Row):
-            batcher.submit(value)
-            batcher.flush()
-            value = value.logits
-        else:
-            value = None
+def pick_fallback(results: list[DecodeResult]) -> DecodeResult:
+    """Every temperature failed: the likeliest result that does not loop (faster-whisper's and
+    openai-whisper's choice), reported at the last temperature tried (which resets the prompt)."""
+    pool = [r for r in results if r.compression_ratio <= COMPRESSION_RATIO_THRESHOLD] or results
+    best = max(pool, key=lambda r: r.avg_logprob)
+    best.temperature = results[-1].temperature
+    return best
 
 
 def needs_fallback(r: DecodeResult) -> bool:

@@ -29,6 +29,22 @@ _ALIASES = {"iw": "he"}
 NO_SPACE_LANGUAGES = {"zh", "ja", "th", "lo", "my", "yue"}
 
 
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte <-> printable character table (byte-level BPE), inverted."""
+    keep = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    chars, n = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + n)] = b
+            n += 1
+    return chars
+
+
+_BYTE_OF = _byte_decoder()
+
+
 class TokenizerError(ValueError):
     pass
 
@@ -85,6 +101,11 @@ class WhisperTokenizer:
 
     def decode(self, tokens: list[int]) -> str:
         return self.bpe.decode([t for t in tokens if t < self.eot], skip_special_tokens=False)
+
+    def token_bytes(self, token: int) -> bytes:
+        """The raw bytes a text token stands for (byte-level BPE maps each byte to a printable
+        character; this undoes that mapping)."""
+        return bytes(_BYTE_OF.get(c, 32) for c in (self.bpe.id_to_token(token) or ""))
 
     def sot_sequence(self, language: str | None, task: str) -> list[int]:
         """<|startoftranscript|> [<|lang|> <|task|>] (English-only models take neither)."""
