@@ -221,9 +221,7 @@ async def _sse(request, stream, first, model_id: str, logprobs: bool):
                 if isinstance(event, TextEvent):
                     yield await delta(event)
         if isinstance(event, Failed):  # the status line is sent already: an error event instead
-            err = engine_error(event.error)
-            yield sse({"type": "error", "error": {"message": err.message, "type": err.type,
-                                                  "param": err.param, "code": err.code}})
+            yield sse({"type": "error", "error": engine_error(event.error).body()})
         elif isinstance(event, Done):
             body = {"type": "transcript.text.done", "text": event.result.text}
             if logprobs:
