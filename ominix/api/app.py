@@ -2,7 +2,7 @@
 the guard against web pages and rebinding DNS names (api/guard.py).
 
 `create_app()` wires a ModelPool and the Worker (the one inference thread: stepped jobs, continuous batching)
-into the OpenAI routes (api/model_routes.py, chat.py, completions.py, embeddings.py) and GET /metrics (api/metrics.py). The worker starts with the
+into the OpenAI routes (api/openai/) and GET /metrics (api/metrics.py). The worker starts with the
 app; the `preload` models load at start and stay resident (keep_alive forever).
 """
 
@@ -115,12 +115,9 @@ def create_app(
     from ominix.api.guard import Guard
     from contextlib import asynccontextmanager
 
-    from ominix.api import audio as audio_routes
-    from ominix.api import speech as speech_routes
-    from ominix.api import images as images_routes
     from ominix.api import metrics as metrics_routes
     from ominix.api import ollama as ollama_routes
-    from ominix.api import chat, completions, embeddings, model_routes
+    from ominix.api.openai import ROUTE_MODULES
 
     pool = pool or ModelPool()
     metrics = metrics_routes.Metrics()
@@ -192,11 +189,8 @@ def create_app(
         log.exception("unhandled error on %s", request.url.path)
         return error_response(500, f"Internal error: {type(exc).__name__}", type="server_error")
 
-    for routes in (model_routes, chat, completions, embeddings):  # the OpenAI /v1 routes
+    for routes in ROUTE_MODULES:  # the OpenAI /v1 routes (api/openai/)
         app.include_router(routes.router)
-    app.include_router(audio_routes.router)
-    app.include_router(speech_routes.router)  # /v1/audio/speech, voices
-    app.include_router(images_routes.router)
     app.include_router(metrics_routes.router)
     app.include_router(ollama_routes.router)  # Ollama's /api routes, beside /v1
     return app

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from ominix import kinds
-from ominix.api import vision
+from ominix.api.openai import vision
 from ominix.api.app import APIError
 from ominix.api.prompts import message_chars
 from ominix.api.schemas import ChatCompletionRequest
@@ -34,7 +34,7 @@ async def chat_completions(request: Request):
     ref = await resolve(request, req.model, ("chat", "vlm"))
     messages = [m.model_dump(exclude_none=True) for m in req.messages]
     images = None
-    if vision.has_images(messages):  # image content parts: vision models only (api/vision.py)
+    if vision.has_images(messages):  # image content parts: vision models only (api/openai/vision.py)
         if ref.kind != "vlm":
             raise vision.refuse_images(req.model, kinds.KINDS[ref.kind].noun)
         messages, images = await vision.prepare(ref, messages)
