@@ -1,4 +1,4 @@
-"""OminiX vs mlx-whisper (and faster-whisper as a reference), side by side, on the same Whisper files
+"""OminiX vs mlx-whisper and mlx-audio (and faster-whisper as a reference), side by side, on the same Whisper files
 and the same speech.
 
     python benchmarks/bench_asr.py              # ~70 s of Piper speech, 3 trials each
@@ -15,6 +15,7 @@ Every runner runs in its own interpreter:
                     given the decoded samples (it needs a system ffmpeg for files; OminiX's time
                     includes decoding the file)
   mlx-whisper-fp32  the same with fp16=False and the same BLAS preloaded before mlx.core
+  mlx-audio         mlx_audio.stt (0.6.2) Whisper on the same directory, its defaults (fp16)
   faster-whisper    CTranslate2 on the original model.bin, float32, greedy (a reference, not MLX)
 All decode greedily with temperature fallback and condition on the previous text (each one's
 default). Reported: real-time factor (wall / audio seconds; lower is better), first-segment
@@ -58,6 +59,34 @@ for _ in range(trials):
     out = mlx_whisper.transcribe(audio, path_or_hf_repo=path, fp16=fp16)  # conditioning on, as ours
     wall = time.perf_counter() - t
     runs.append({"wall_s": wall, "peak_memory_gb": mx.get_peak_memory() / 1e9, "text": out["text"]})
+print(json.dumps(runs))
+"""
+
+MLX_AUDIO = r"""
+import json, sys, time
+import mlx.core as mx
+from mlx_audio.stt.utils import load
+import wave, numpy as np
+path, audio, trials = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with wave.open(audio) as w:
+    audio = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+# mlx-audio reads a transformers WhisperProcessor beside the weights (mlx-community's whisper repos
+# ship one): the same tokenizer.json and the 80-band feature extractor, written into a copy
+import os, shutil, tempfile
+from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizerFast
+copy = os.path.join(tempfile.mkdtemp(), "tiny.en")
+shutil.copytree(path, copy)
+tokenizer = WhisperTokenizerFast(tokenizer_file=os.path.join(path, "tokenizer.json"))
+WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer).save_pretrained(copy)
+model = load(copy)  # its default dtype (float16), bundled BLAS, as pip installs it
+model.generate(audio[: 30 * 16000])  # warm-up
+runs = []
+for _ in range(trials):
+    mx.reset_peak_memory()
+    t = time.perf_counter()
+    out = model.generate(audio)  # greedy, temperature fallback, conditioning on: its defaults
+    wall = time.perf_counter() - t
+    runs.append({"wall_s": wall, "peak_memory_gb": mx.get_peak_memory() / 1e9, "text": out.text})
 print(json.dumps(runs))
 """
 
@@ -172,7 +201,7 @@ def summarise(name: str, runs: list[dict], seconds: float, spoken: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--runners", default="ominix,mlx-whisper,mlx-whisper-fp32,faster-whisper")
+    parser.add_argument("--runners", default="ominix,mlx-whisper,mlx-whisper-fp32,mlx-audio,faster-whisper")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight for the throughput line")
     parser.add_argument("--encode-batches", default="1,4", help="encoder batch sizes to try for the throughput line")
     parser.add_argument("--json", action="store_true")
@@ -190,6 +219,9 @@ def main() -> None:
             if name in runners:
                 out = _run([sys.executable, "-c", MLX_WHISPER, str(model), str(audio), fp16, blas, str(args.trials)])
                 results.append(summarise(name, json.loads(out), seconds, spoken))
+        if "mlx-audio" in runners:
+            out = _run([sys.executable, "-c", MLX_AUDIO, str(model), str(audio), str(args.trials)])
+            results.append(summarise("mlx-audio", json.loads(out), seconds, spoken))
         if "faster-whisper" in runners:
             out = _run([sys.executable, "-c", FASTER_WHISPER, str(ct2_dir), str(audio), str(args.trials)])
             results.append(summarise("faster-whisper", json.loads(out), seconds, spoken))
