@@ -18,7 +18,7 @@ from ominix.api.app import APIError, check_auth, validation_message
 from ominix.engine.pool import ModelLoadError, ModelNotFoundError, ModelRef
 from ominix.engine.budget import parse_keep_alive
 from ominix.engine.llm.jobs import ContextLengthError, PromptStarted, TokenEvent
-from ominix.engine.worker import DEFAULT, Cancelled, Failed, JobStream, QueueFull, RequestTimeout, WorkerStopped
+from ominix.engine.worker import DEFAULT, Cancelled, Done, Failed, JobStream, QueueFull, RequestTimeout, WorkerStopped
 
 log = logging.getLogger("ominix.api")
 auth = [Depends(check_auth)]
@@ -256,6 +256,18 @@ async def events_until_done(request: Request, stream: JobStream, watch: bool = T
         if watcher is not None:
             watcher.cancel()
         stream.cancel()
+
+
+async def final_result(request: Request, stream: JobStream, first):
+    """A non-streamed job's value: wait past its events (cancelling it if the client goes) and
+    raise its failure as the OpenAI error it maps to."""
+    last = first
+    if not isinstance(first, Done):
+        async for event in events_until_done(request, stream):
+            last = event
+    if isinstance(last, Failed):
+        raise engine_error(last.error)
+    return last.result
 
 
 def sse(obj) -> str:

@@ -298,9 +298,8 @@ async def generate(request: Request):
 
 
 async def _embed(request: Request, body: dict, inputs: list[str]):
-    from ominix.api.common import engine_error, events_until_done, start_job
+    from ominix.api.common import final_result, start_job
     from ominix.engine.embed import EmbedJob
-    from ominix.engine.worker import Done, Failed
 
     name = model_name(body)
     ref = await resolve(request, name, "embedding")
@@ -308,13 +307,7 @@ async def _embed(request: Request, body: dict, inputs: list[str]):
     was_resident = ref.id in request.app.state.pool.resident()
     dimensions = body.get("dimensions")
     stream, first = await start_job(request, ref.id, EmbedJob(inputs, dimensions), keep_alive_of(body))
-    result = first
-    if not isinstance(first, Done):
-        async for event in events_until_done(request, stream):
-            result = event
-    if isinstance(result, Failed):
-        raise engine_error(result.error)
-    vectors, tokens = result.result
+    vectors, tokens = await final_result(request, stream, first)
     resident = request.app.state.pool.resident().get(ref.id)
     load = 0 if was_resident or resident is None else int(resident.load_seconds * 1e9)
     return [[float(x) for x in v] for v in vectors], tokens, load, int((time.perf_counter() - started) * 1e9)

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ominix.api.app import APIError
-from ominix.api.common import auth, engine_error, events_until_done, resolve, sse, start_job
+from ominix.api.common import auth, engine_error, events_until_done, final_result, resolve, sse, start_job
 from ominix.engine.audio.decode import AudioError, open_audio
 from ominix.engine.audio.formats import FORMATS, render_text, to_json, to_verbose_json
 from ominix.engine.audio.whisper_tokenizer import language_code
@@ -148,13 +148,7 @@ async def _speech(request: Request, translate: bool):
     if opts["stream"]:
         return StreamingResponse(_sse(request, stream, first, ref.id, opts["logprobs"]),
                                  media_type="text/event-stream")
-    result = first
-    if not isinstance(first, Done):
-        async for event in events_until_done(request, stream):
-            result = event
-    if isinstance(result, Failed):
-        raise engine_error(result.error)
-    transcript = result.result
+    transcript = await final_result(request, stream, first)
     fmt = opts["format"]
     if fmt == "json":
         body = to_json(transcript)

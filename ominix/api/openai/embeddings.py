@@ -11,9 +11,8 @@ from fastapi.responses import JSONResponse
 
 from ominix.api.schemas import EmbeddingRequest
 from ominix.api.common import (
-    auth, engine_error, events_until_done, keep_alive_of, read_request, resolve, start_job,
+    auth, final_result, keep_alive_of, read_request, resolve, start_job,
 )
-from ominix.engine.worker import Done, Failed
 
 log = logging.getLogger("ominix.api")
 router = APIRouter()
@@ -26,13 +25,7 @@ async def embeddings(request: Request):
     req: EmbeddingRequest = await read_request(request, EmbeddingRequest)
     ref = await resolve(request, req.model, "embedding")
     stream, first = await start_job(request, ref.id, EmbedJob(req.inputs(), req.dimensions), keep_alive_of(req))
-    result = first
-    if not isinstance(first, Done):  # EmbedJob emits nothing before its result
-        async for event in events_until_done(request, stream):
-            result = event
-    if isinstance(result, Failed):
-        raise engine_error(result.error)
-    vectors, tokens = result.result
+    vectors, tokens = await final_result(request, stream, first)
     data = [{"object": "embedding", "index": i, "embedding": _encode(v, req.encoding_format)}
             for i, v in enumerate(vectors)]
     return JSONResponse({"object": "list", "data": data, "model": req.model,

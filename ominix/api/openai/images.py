@@ -27,7 +27,8 @@ from starlette.concurrency import run_in_threadpool
 from ominix import kinds
 from ominix.api.app import APIError, check_auth, validation_message
 from ominix.api.common import (
-    MAX_MODEL_NAME, engine_error, events_until_done, keep_alive_of, read_body, read_request, sse, start_job,
+    MAX_MODEL_NAME, engine_error, events_until_done, final_result, keep_alive_of, read_body, read_request, sse,
+    start_job,
 )  # fmt: skip
 from ominix.engine.pool import ModelNotFoundError
 from ominix.engine.job import Done, Failed
@@ -230,13 +231,7 @@ async def generate(request: Request, params: ImageParams, references: list):
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    result = first
-    if not isinstance(first, Done):
-        async for event in events_until_done(request, stream):
-            result = event
-    if isinstance(result, Failed):
-        raise engine_error(result.error)
-    result = result.result
+    result = await final_result(request, stream, first)
     files = await run_in_threadpool(encode_all, result.images, params, result, ref.id)
     if params.response_format == "url":
         store, base = file_store(request), str(request.base_url).rstrip("/")
