@@ -54,6 +54,14 @@ def test_greedy_is_argmax():
     assert Sampler(SamplingParams(temperature=0))(logits).token.item() == int(np.argmax(np.array(logits)))
 
 
+@pytest.mark.parametrize("temperature", [4.027994336087977e-218, 1e-30, 1e-6])
+def test_vanishing_temperature_is_greedy_and_respects_masks(temperature):
+    """logits / 4e-218 overflow to inf and the softmax to NaN, which drew a token a grammar had
+    masked to -inf (found by the fuzz test: a json_object stream that broke its own grammar)."""
+    masked = mx.where(mx.arange(LOGITS.shape[0]) == 5, -math.inf, LOGITS)  # the best token forbidden
+    assert draw(SamplingParams(temperature=temperature, seed=1), n=20, logits=masked) == [0] * 20
+
+
 def test_seed_reproducible_and_independent_of_other_sampling():
     params = SamplingParams(temperature=1.0, seed=1234)
     a = draw(params, n=50)

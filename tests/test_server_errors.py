@@ -252,3 +252,14 @@ def test_fuzz_no_request_gets_a_500(server):
     check()
     for path in ("/health", "/v1/models", "/v1/ps"):  # no request's values broke another route
         assert http.get(path).status_code == 200, path
+
+
+def test_vanishing_temperature_keeps_a_json_object_stream_valid(server):
+    """The fuzz test's find: temperature 4e-218 overflowed the scaled logits, and a token the
+    json_object grammar had masked was drawn, ending the stream with an error instead of [DONE]."""
+    body = {"model": "tiny", "max_tokens": 2, "messages": [{"role": "system", "content": ""}], "stream": True,
+            "temperature": 4.027994336087977e-218, "chat_template_kwargs": {"enable_thinking": False},
+            "response_format": {"type": "json_object"}}
+    r = httpx.post(server.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"},
+                   timeout=60)
+    assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]"), r.text[-300:]

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+MIN_SAMPLING_TEMPERATURE = 1e-5  # below it, sampling is greedy (see SamplingParams.greedy)
+
 
 @dataclass
 class SamplingParams:
@@ -56,7 +58,9 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        # Below this, logits / temperature overflow float32 to inf and the softmax turns to NaN (a
+        # masked token could be drawn); the distribution is a point mass on the argmax anyway.
+        return self.temperature < MIN_SAMPLING_TEMPERATURE
 
 
 _DEFAULTED = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
