@@ -2,7 +2,7 @@
 in the published layout (built by tests/image_checkpoints.py, loaded through our loader).
 
 Each part is checked on its own (text-encoder hidden states, one transformer forward, VAE decode
-and encode, scheduler sigmas/timesteps), then whole generations from the same initial noise to the
+and encode (ominix/models/autoencoder.py), scheduler sigmas/timesteps), then whole generations from the same initial noise to the
 same image: float32 everywhere, PSNR of the uint8 images above 40 dB.
 """
 
