@@ -2,8 +2,9 @@
 in the published layout (built by tests/image_checkpoints.py, loaded through our loader).
 
 Each part is checked on its own (text-encoder hidden states, one transformer forward, VAE decode
-and encode (ominix/models/autoencoder.py), scheduler sigmas/timesteps), then whole generations from the same initial noise to the
-same image: float32 everywhere, PSNR of the uint8 images above 40 dB.
+and encode (ominix/models/autoencoder.py), scheduler sigmas/timesteps), then whole generations
+from the same initial noise to the same image: float32 everywhere, PSNR of the uint8 images above
+40 dB.
 """
 
 from __future__ import annotations
