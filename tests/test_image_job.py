@@ -1,5 +1,6 @@
 """The image job driven directly (as the worker will): seeds, batches, previews, sizes, errors,
-quantized loading (at load time and from a saved MLX-quantized checkpoint), text-encoder release."""
+quantized loading (at load time and from a saved MLX-quantized checkpoint), text-encoder release,
+float32 weights when memory allows."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from ominix.engine.image.job import (
     ImageJob, ImageRequest, ImageRequestError, PartialImage, Progress, run_job,
 )  # fmt: skip
 from ominix.engine.image.pipeline import Options, load_image_pipeline
-from tests.image_checkpoints import build_flux2_klein, build_zimage
+from tests.image_checkpoints import build_flux2_klein, build_zimage, copy_checkpoint
 
 
 class Ticket:
@@ -117,3 +118,46 @@ def test_release_text_encoder(paths, pipes):
     b = run_job(ImageJob(ImageRequest(**req)), pipes["zimage"]).images[0]
     np.testing.assert_array_equal(a, b)
     assert released.text_encoder is None
+
+
+def _bf16_copy(src, dst):
+    """The checkpoint with every float tensor stored in bf16, as the published files are."""
+    import mlx.core as mx
+
+    dst = copy_checkpoint(src, dst)
+    for file in dst.glob("*/*.safetensors"):
+        tensors = mx.load(str(file))
+        mx.save_safetensors(str(file), {k: v.astype(mx.bfloat16) if mx.issubdtype(v.dtype, mx.floating) else v
+                                        for k, v in tensors.items()})  # fmt: skip
+    return dst
+
+
+def test_float32_weights_when_memory_allows(paths, tmp_path, monkeypatch):
+    """On a CPU, bf16 files small next to memory are held as float32 (cast once at load); with
+    the switch off (Options or OMINIX_IMAGE_FLOAT32_WEIGHTS=0), or when the pipeline at float32
+    would take over half the memory, they stay bf16 and are upcast per layer. The images agree."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    import ominix.engine.image.pipeline as pipeline
+
+    def transformer_dtypes(pipe):
+        return {v.dtype for _, v in tree_flatten(pipe.transformer.parameters())}
+
+    bf16 = _bf16_copy(paths["flux2"], tmp_path / "bf16")
+    cast = load_image_pipeline(bf16)
+    assert transformer_dtypes(cast) == {mx.float32}
+    assert {v.dtype for _, v in tree_flatten(cast.text_encoder.body.parameters())} == {mx.float32}
+    kept = load_image_pipeline(bf16, Options(float32_weights=False))
+    assert transformer_dtypes(kept) == {mx.bfloat16} and kept.dtype == mx.float32
+    assert kept.describe()["transformer_bytes"] * 2 == cast.describe()["transformer_bytes"]
+    monkeypatch.setenv("OMINIX_IMAGE_FLOAT32_WEIGHTS", "0")
+    assert transformer_dtypes(load_image_pipeline(bf16)) == {mx.bfloat16}
+    monkeypatch.delenv("OMINIX_IMAGE_FLOAT32_WEIGHTS")
+    files = sum(f.stat().st_size for f in bf16.glob("*/*.safetensors"))
+    monkeypatch.setattr(pipeline, "physical_memory", lambda: 3 * files)  # 2x files > half of it
+    assert transformer_dtypes(load_image_pipeline(bf16)) == {mx.bfloat16}
+    req = dict(prompt="a lighthouse", width=32, height=32, steps=2, seed=11)
+    a = run_job(ImageJob(ImageRequest(**req)), cast).images[0]
+    b = run_job(ImageJob(ImageRequest(**req)), kept).images[0]
+    assert psnr(a, b) > 40, psnr(a, b)

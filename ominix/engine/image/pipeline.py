@@ -1,5 +1,6 @@
 """A diffusers-layout image checkpoint -> a runnable pipeline (text encoder, transformer, VAE,
-scheduler), with the load-time choices: compute dtype, `quantize` bits, text-encoder release.
+scheduler), with the load-time choices: compute dtype, `quantize` bits, text-encoder release,
+float32 weights on a CPU with memory to spare.
 
 model_index.json names the pipeline class; the family modules (flux2.py, zimage.py) say how
 prompts are encoded, how latents are laid out and what one denoising step does. Components load
@@ -35,6 +36,10 @@ PIPELINES = {
 }
 GROUP_SIZE = 64
 MAX_SIDE = 2048  # pixels; beyond this the attention over all tokens outgrows a 24 GB machine
+# On a CPU, 16-bit weights are cast to float32 once at load when the whole pipeline at float32
+# takes at most this share of the machine's memory (else they are upcast layer by layer at every
+# step: at FLUX.2 width that cast is 17% of a step, 9.2 vs 7.6 s at 512 px on 2 cores).
+FLOAT32_MEMORY_SHARE = 0.5
 
 
 class SizeError(ValueError):
@@ -46,6 +51,7 @@ class Options:
     quantize: int | None = None  # 4 / 8: quantize the transformer and text encoder at load
     dtype: str | None = None  # compute dtype override (default: the checkpoint's, see below)
     release_text_encoder: bool | None = None  # None: when memory is short
+    float32_weights: bool | None = None  # CPU, 16-bit files: None = when memory allows
 
 
 def read_index(path: Path) -> dict:
@@ -94,18 +100,19 @@ def load_component(folder: Path, arch, quantize: int | None) -> tuple[nn.Module,
     return model, config, stored
 
 
-def compute_dtypes(stored: mx.Dtype, quantized: bool, override: str | None,
-                   device) -> tuple[mx.Dtype, mx.Dtype]:
+def compute_dtypes(stored: mx.Dtype, quantized: bool, override: str | None, device,
+                   float32_weights: bool = False) -> tuple[mx.Dtype, mx.Dtype]:
     """(weight dtype, activation dtype). The override sets both. On Metal: the checkpoint's own
     for both. On a CPU activations are float32: MLX's CPU matmul and attention reach BLAS only in
     float32 (measured at FLUX.2 width, 768 tokens: a bf16 linear 26.5 s, the same in float32
-    1.6 s; bf16 attention 6.6 s vs 0.9 s), while bf16 weights stay bf16 in memory and are
-    upcast one layer at a time (engine/compute.py); quantized layers compute in float32."""
+    1.6 s; bf16 attention 6.6 s vs 0.9 s). 16-bit weights are then cast to float32 once at load
+    when `float32_weights` (memory allows), else stay 16-bit in memory and are upcast one layer
+    at a time (engine/compute.py); quantized layers compute in float32."""
     if override:
         return parse_dtype(override), parse_dtype(override)
     if device.type == mx.DeviceType.gpu:
         return stored, stored
-    return (mx.float32 if quantized else stored), mx.float32
+    return (mx.float32 if quantized or float32_weights else stored), mx.float32
 
 
 def component_bytes(folder: Path) -> int:
@@ -139,7 +146,9 @@ class ImagePipeline:
         self.transformer, tconfig, stored = load_component(self.path / "transformer", arch,
                                                            options.quantize)  # fmt: skip
         quantized = bool(options.quantize or read_quantization(tconfig))
-        self.weight_dtype, self.dtype = compute_dtypes(stored, quantized, options.dtype, device)
+        self.release_text_encoder = self._should_release(options)
+        cast = not quantized and self._float32_weights(options)
+        self.weight_dtype, self.dtype = compute_dtypes(stored, quantized, options.dtype, device, cast)
         apply_compute_dtype(self.transformer, self.weight_dtype, device)
         self.vae, self.vae_config, _ = load_component(self.path / "vae", autoencoder, None)
         # The VAE is small; float32 keeps its decode exact (diffusers upcasts it too).
@@ -151,24 +160,33 @@ class ImagePipeline:
         self._te_lock = threading.Lock()
         self._te_future: Future | None = None  # a released encoder being loaded or in use
         self._te_users = 0
-        self.release_text_encoder = self._should_release(options)
         mx.eval(self.transformer.parameters(), self.vae.parameters())
         if not self.release_text_encoder:
             self.text_encoder = self._load_text_encoder()
 
     # --- the text encoder, resident or loaded per request -----------------------------------
 
+    def _stored_bytes(self) -> int:
+        return sum(component_bytes(self.path / c) for c in ("transformer", "text_encoder", "vae"))
+
     def _should_release(self, options: Options) -> bool:
-        if options.release_text_encoder is not None:
-            return options.release_text_encoder
-        env = os.environ.get("OMINIX_IMAGE_RELEASE_TEXT_ENCODER")
-        if env is not None:
-            return env not in ("0", "false", "no")
-        total = sum(component_bytes(self.path / c) for c in ("transformer", "text_encoder", "vae"))
+        choice = _choice(options.release_text_encoder, "OMINIX_IMAGE_RELEASE_TEXT_ENCODER")
+        if choice is not None:
+            return choice
+        total = self._stored_bytes()
         if self.options.quantize:
             total = total * self.options.quantize // 16
         memory = physical_memory()
         return bool(memory) and total > 0.6 * memory
+
+    def _float32_weights(self, options: Options) -> bool:
+        """Whether 16-bit weights are cast to float32 at load (CPU only, see compute_dtypes):
+        when the files at twice their size take at most FLOAT32_MEMORY_SHARE of memory (an
+        overestimate for float32 files, which need no cast)."""
+        choice = _choice(options.float32_weights, "OMINIX_IMAGE_FLOAT32_WEIGHTS")
+        if choice is not None:
+            return choice
+        return 2 * self._stored_bytes() <= FLOAT32_MEMORY_SHARE * physical_memory()
 
     def _load_text_encoder(self) -> TextEncoder:
         te = load_text_encoder(self.path / "text_encoder", self.path / "tokenizer")
@@ -255,6 +273,14 @@ class ImagePipeline:
         return {"family": self.family, "dtype": dtype_name(self.dtype),
                 "quantize": self.options.quantize, "transformer_bytes": params,
                 "release_text_encoder": self.release_text_encoder}  # fmt: skip
+
+
+def _choice(option: bool | None, env_name: str) -> bool | None:
+    """A load-time switch: the option if set, else the environment variable if set (1/0)."""
+    if option is not None:
+        return option
+    env = os.environ.get(env_name)
+    return None if env is None else env not in ("0", "false", "no")
 
 
 _TE_LOADER: ThreadPoolExecutor | None = None
