@@ -4,6 +4,8 @@ float32 weights when memory allows."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -93,21 +95,66 @@ def test_edit_job(pipes):
 
 @pytest.mark.parametrize("family", ["flux2", "zimage"])
 def test_quantized_paths(paths, pipes, family, tmp_path):
-    """--quantize at load and a saved MLX-quantized checkpoint give the same images, close to
-    float: 8-bit above 30 dB PSNR, 4-bit above 15 dB (tiny random weights are a hard case)."""
-    from ominix.engine.image.convert import save_quantized
+    """--quantize at load and `ominix convert -q` give the same images, close to float: 8-bit
+    above 30 dB PSNR, 4-bit above 15 dB (tiny random weights are a hard case)."""
+    from typer.testing import CliRunner
+
+    from ominix.cli import app
 
     req = dict(prompt="a lighthouse", width=32, height=32, steps=2, seed=11)
     base = run_job(ImageJob(ImageRequest(**req)), pipes[family]).images[0]
     for bits, bound in ((8, 30), (4, 15)):
         at_load = load_image_pipeline(paths[family], Options(quantize=bits))
         got = run_job(ImageJob(ImageRequest(**req)), at_load).images[0]
-        saved = save_quantized(paths[family], tmp_path / f"q{bits}", bits=bits)
+        saved = tmp_path / f"q{bits}"
+        result = CliRunner().invoke(app, ["convert", str(paths[family]), str(saved), "-q", "--bits", str(bits)])
+        assert result.exit_code == 0, result.output
+        config = json.loads((saved / "transformer" / "config.json").read_text())
+        assert config["quantization"] == {"bits": bits, "group_size": 64, "mode": "affine"}
         from_disk = load_image_pipeline(saved)
         assert from_disk.describe()["transformer_bytes"] < pipes[family].describe()["transformer_bytes"]
         again = run_job(ImageJob(ImageRequest(**req)), from_disk).images[0]
         np.testing.assert_array_equal(got, again)
         assert psnr(got, base) > bound, (bits, psnr(got, base))
+
+
+def test_convert_cast_and_refusals(paths, pipes, tmp_path, monkeypatch):
+    """`convert --dtype bfloat16` halves the files and loads; bad requests are refused before
+    anything is written, and a failure midway (disk full) leaves neither DST nor a partial."""
+    import mlx.core as mx
+
+    from ominix.engine.convert import ConvertError, convert
+
+    out = convert(paths["zimage"], tmp_path / "bf16", dtype="bfloat16", max_shard_bytes=20_000)
+    assert len(list((out / "transformer").glob("model-*.safetensors"))) > 1  # sharded, indexed
+    assert (out / "model_index.json").read_bytes() == (paths["zimage"] / "model_index.json").read_bytes()
+    assert json.loads((out / "text_encoder" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    req = dict(prompt="a lighthouse", width=32, height=32, steps=2, seed=11)
+    cast = run_job(ImageJob(ImageRequest(**req)), load_image_pipeline(out)).images[0]
+    assert psnr(cast, run_job(ImageJob(ImageRequest(**req)), pipes["zimage"]).images[0]) > 25
+    with pytest.raises(ConvertError, match="already exists and is not empty"):
+        convert(paths["zimage"], out, quantize=True)
+    with pytest.raises(ConvertError, match="quantizing .* or casting"):
+        convert(paths["zimage"], tmp_path / "a")
+    with pytest.raises(ConvertError, match="unsupported quantization bits=7"):
+        convert(paths["zimage"], tmp_path / "b", quantize=True, bits=7)
+    quantized = convert(paths["zimage"], tmp_path / "q", quantize=True)
+    with pytest.raises(ConvertError, match="already quantized"):
+        convert(quantized, tmp_path / "c", quantize=True)
+
+    calls = []
+
+    def disk_full(path, arrays, metadata=None):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        save(path, arrays, metadata=metadata)
+
+    save = mx.save_safetensors
+    monkeypatch.setattr(mx, "save_safetensors", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        convert(paths["flux2"], tmp_path / "full", quantize=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bf16", "q"]
 
 
 def test_release_text_encoder(paths, pipes):

@@ -373,7 +373,8 @@ def _print_plan(event: dict, as_json: bool) -> None:
 
 @app.command()
 def convert(
-    src: str = typer.Argument(..., help="Hugging Face checkpoint directory (safetensors), or a "
+    src: str = typer.Argument(..., help="Hugging Face checkpoint directory (safetensors), a "
+                              "diffusers image pipeline (model_index.json), or a "
                               "CTranslate2 / faster-whisper Whisper directory (model.bin)."),
     dst: str = typer.Argument(..., help="New directory for the MLX checkpoint (must not exist or be empty)."),
     quantize: bool = typer.Option(False, "-q", "--quantize", help="MLX affine quantization."),

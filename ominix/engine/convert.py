@@ -1,4 +1,5 @@
 """Hugging Face checkpoint (bf16/fp16/fp32 safetensors) -> MLX checkpoint, cast or quantized.
+(Image pipelines, diffusers folders with model_index.json, go to engine/image/convert.py.)
 
 The output uses mlx-community's layout, so mlx-lm loads it too: `model.safetensors` or
 `model-0000X-of-0000N.safetensors` shards plus `model.safetensors.index.json`, and config.json with
@@ -63,6 +64,11 @@ def convert(
     group_size; `overrides` maps a layer path to {"bits", "group_size"} or False (keep float).
     """
     src, dst = Path(src), Path(dst)
+    if (src / "model_index.json").is_file():  # a diffusers image pipeline: a folder per component
+        from ominix.engine.image.convert import convert_pipeline
+
+        return convert_pipeline(src, dst, quantize=quantize, bits=bits, group_size=group_size,
+                                dtype=dtype, max_shard_bytes=max_shard_bytes, log=log)  # fmt: skip
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise ConvertError(f"{dst} already exists and is not empty; choose a new directory")
     if is_ct2_whisper(src):  # a CTranslate2 (faster-whisper) Whisper: unpack its model.bin first

@@ -5,7 +5,7 @@ float32 weights on a CPU with memory to spare.
 model_index.json names the pipeline class; the family modules (flux2.py, zimage.py) say how
 prompts are encoded, how latents are laid out and what one denoising step does. Components load
 name-for-name from their folders through `ominix.engine.load` (float or MLX-quantized: a component
-whose config.json carries a `quantization` block loads quantized, as `save_quantized` writes it).
+whose config.json carries a `quantization` block loads quantized, as `ominix convert` writes it).
 """
 
 from __future__ import annotations
@@ -70,11 +70,11 @@ def read_index(path: Path) -> dict:
     return index
 
 
-def quantize_predicate(bits: int):
+def quantize_predicate(bits: int, group_size: int = GROUP_SIZE):
     def predicate(path: str, module: nn.Module) -> bool | dict:
         if not hasattr(module, "to_quantized") or isinstance(module, nn.Embedding):
             return False
-        return module.weight.shape[-1] % GROUP_SIZE == 0 and {"bits": bits, "group_size": GROUP_SIZE}
+        return module.weight.shape[-1] % group_size == 0 and {"bits": bits, "group_size": group_size}
 
     return predicate
 
