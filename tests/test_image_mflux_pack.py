@@ -1,8 +1,9 @@
-"""mflux packs (what mlx-community publishes for FLUX.2 [klein]: mflux-save's layout) load and run.
+"""mflux packs (mflux-save's layout, in which mlx-community and others publish FLUX.2 [klein] and
+Z-Image Turbo at 4 and 8 bits) load and run.
 
 The packs are written by mflux 0.24.0 itself (tests/mflux_pack_builder.py, in its own venv: mflux
-pins a CUDA MLX on Linux, so it installs without dependencies next to the CPU MLX) from a tiny
-diffusers FLUX.2 [klein] with the real model's shape rules. A float pack (mflux stores it in bf16)
+pins a CUDA MLX on Linux, so it installs without dependencies next to the CPU MLX) from tiny
+diffusers FLUX.2 [klein] and Z-Image checkpoints with the real models' shape rules. A float pack (mflux stores it in bf16)
 must make exactly the image our loader makes from the same checkpoint in bf16: that checks every
 renamed tensor, the re-laid-out convolutions and the configs read off the shapes. A 4-bit pack
 (every layer mflux quantizes: the text encoder's embedding, the VAE's attention too) must load
@@ -27,7 +28,7 @@ from ominix.engine.budget import estimate_bytes
 from ominix.engine.image.job import ImageJob, ImageRequest, run_job
 from ominix.engine.image.pipeline import Options, load_image_pipeline
 from ominix.engine.load import LoadError
-from tests.image_checkpoints import build_flux2_klein
+from tests.image_checkpoints import build_flux2_klein, build_zimage
 from tests.refvenv import reference_python
 
 MLX = f"mlx[cpu]=={mx.__version__}" if sys.platform == "linux" else f"mlx=={mx.__version__}"
@@ -52,15 +53,19 @@ def bf16_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.fixture(scope="module")
-def packs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mflux-pack")
+@pytest.fixture(scope="module", params=["flux2", "zimage"])
+def packs(request, tmp_path_factory):
+    family = request.param
+    root = tmp_path_factory.mktemp(f"mflux-pack-{family}")
     python = reference_python("mflux-0.24.0", REQUIREMENTS, NO_DEPS)
-    src = build_flux2_klein(root / "src", te_layers=28, te_hidden=64, wide=True)
+    if family == "flux2":
+        src = build_flux2_klein(root / "src", te_layers=28, te_hidden=64, wide=True)
+    else:
+        src = build_zimage(root / "src", te_hidden=64, wide=True)
     builder = Path(__file__).with_name("mflux_pack_builder.py")
-    out = {"src": src}
+    out = {"src": src, "family": family}
     for bits in ("none", "4"):
-        done = subprocess.run([str(python), str(builder), str(src), str(root / f"pack-{bits}"), bits],
+        done = subprocess.run([str(python), str(builder), family, str(src), str(root / f"pack-{bits}"), bits],
                               capture_output=True, text=True)  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
         out[bits] = root / f"pack-{bits}"
@@ -90,9 +95,10 @@ def test_quantized_pack(packs):
     got = run_job(ImageJob(ImageRequest(**REQ)), pipe).images[0]
     ours = run_job(ImageJob(ImageRequest(**REQ)), load_image_pipeline(packs["src"], Options(quantize=4))).images[0]
     base = run_job(ImageJob(ImageRequest(**REQ)), float_pipe).images[0]
-    # measured: 34.5 dB to ours at 4 bits (mflux also quantizes the embedding and the VAE's
-    # attention), 26.4 dB to float (ours at 4 bits: 27.0)
+    # measured: 34.5 / 35.2 dB (FLUX.2 / Z-Image) to ours at 4 bits (mflux also quantizes the
+    # embedding and the VAE's attention), 26.4 / 24.4 dB to float (ours at 4 bits: 27.0 / 24.3)
     assert psnr(got, ours) > 28 and psnr(got, base) > 20, (psnr(got, ours), psnr(got, base))
+    assert pipe.family == packs["family"]
 
 
 def test_cli_runs_a_pack(packs, tmp_path):
@@ -115,3 +121,11 @@ def test_broken_packs_are_clear_errors(packs, tmp_path):
         load_image_pipeline(odd)
     res = CliRunner().invoke(app, ["image", "x", "-o", str(tmp_path / "x.png"), "-m", str(missing)])
     assert res.exit_code != 0 and "missing shard" in res.output and "Traceback" not in res.output
+
+
+def test_convert_refuses_a_pack(packs, tmp_path):
+    from ominix.engine.convert import ConvertError, convert
+
+    with pytest.raises(ConvertError, match="is an mflux pack"):
+        convert(packs["4"], tmp_path / "out", quantize=True)
+    assert not (tmp_path / "out").exists()

@@ -9,7 +9,8 @@ on the text encoder), and its convolutions are already in MLX's (out, kh, kw, in
 layer with a `to_quantized` is quantized, including the text encoder's embedding and the VAE's
 attention projections.
 
-This module gives the pipeline what a diffusers folder would: each component's config.json
+FLUX.2 [klein] and Z-Image packs are read. This module gives the pipeline what a diffusers folder
+would: each component's config.json
 (read off the tensor shapes, with the family's fixed constants), its tensors under diffusers'
 names and layout, MLX `quantization` blocks where the pack is quantized, the published scheduler
 config and a model_index.json. `is_pack` lives in ominix/kinds.py (no MLX there).
@@ -27,19 +28,29 @@ import mlx.core as mx
 from ominix.engine.load import LoadError, read_weights
 from ominix.kinds import is_mflux_pack
 
-# black-forest-labs/FLUX.2-klein-4B scheduler/scheduler_config.json
-FLUX2_SCHEDULER = {
-    "_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0,
-    "use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 1.15, "base_image_seq_len": 256,
-    "max_image_seq_len": 4096, "time_shift_type": "exponential",
+# The published scheduler/scheduler_config.json of black-forest-labs/FLUX.2-klein-4B and
+# Tongyi-MAI/Z-Image-Turbo, and the model_index.json fields the pipelines read.
+SCHEDULERS = {
+    "flux2": {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0,
+              "use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 1.15, "base_image_seq_len": 256,
+              "max_image_seq_len": 4096, "time_shift_type": "exponential"},
+    "zimage": {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0,
+               "use_dynamic_shifting": False},
 }  # fmt: skip
-# mflux name -> diffusers name, per component (applied to the layer path before the last dot).
+INDEX = {"flux2": {"_class_name": "Flux2KleinPipeline", "is_distilled": True}, "zimage": {"_class_name": "ZImagePipeline"}}
+# mflux name -> diffusers name, per (family, component), applied in order to the whole name.
 RENAMES = {
-    "transformer": [(r"^time_guidance_embed\.linear_(\d)\.", r"time_guidance_embed.timestep_embedder.linear_\1."),
-                    (r"^(transformer_blocks\.\d+\.attn\.to_out)\.", r"\1.0.")],
-    "vae": [(r"(\.attentions\.\d+\.to_out)\.", r"\1.0.")],
-    "text_encoder": [(r"^(?!model\.)", "model.")],
+    ("flux2", "transformer"): [(r"^time_guidance_embed\.linear_(\d)\.", r"time_guidance_embed.timestep_embedder.linear_\1."),
+                               (r"^(transformer_blocks\.\d+\.attn\.to_out)\.", r"\1.0.")],
+    ("flux2", "vae"): [(r"(\.attentions\.\d+\.to_out)\.", r"\1.0.")],
+    ("zimage", "transformer"): [(r"^t_embedder\.linear1\.", "t_embedder.mlp.0."),
+                                (r"^t_embedder\.linear2\.", "t_embedder.mlp.2."),
+                                (r"^(all_final_layer\.[^.]+\.adaLN_modulation)\.0\.", r"\1.1.")],
+    ("zimage", "vae"): [(r"^(encoder\.conv_(in|out))\.conv2d\.", r"\1."), (r"^(decoder\.conv_(in|out))\.conv\.", r"\1."),
+                        (r"^((en|de)coder\.conv_norm_out)\.norm\.", r"\1.")],
 }  # fmt: skip
+for _family in SCHEDULERS:
+    RENAMES[(_family, "text_encoder")] = [(r"^(?!model\.)", "model.")]
 DROPPED = ("rotary_emb.inv_freq",)  # mflux keeps its RoPE frequencies as a parameter
 
 
@@ -47,29 +58,32 @@ def family(path: Path) -> str:
     names = _index(Path(path) / "transformer")["weight_map"]
     if any(n.startswith("double_stream_modulation_img.") for n in names):
         return "flux2"
-    raise LoadError(f"{path} is an mflux pack of a model OminiX does not read as a pack (only FLUX.2)")
+    if any(n.startswith("noise_refiner.") for n in names):
+        return "zimage"
+    raise LoadError(f"{path} is an mflux pack of a model OminiX does not read (only FLUX.2 and Z-Image)")
 
 
 def model_index(path: Path) -> dict:
-    family(path)
-    return {"_class_name": "Flux2KleinPipeline", "is_distilled": True, "_mflux_pack": True}
+    return dict(INDEX[family(path)])
 
 
 def scheduler_config(path: Path) -> dict:
-    return dict(FLUX2_SCHEDULER)
+    return dict(SCHEDULERS[family(path)])
 
 
 def read_component(folder: Path) -> tuple[dict, dict[str, mx.array], dict[str, str]]:
     """(config.json, tensors under diffusers' names, tensor -> file) of one pack component."""
     folder = Path(folder)
-    part = folder.name
+    part, kind = folder.name, family(folder.parent)
     bits = _bits(folder)
     weights, origin = read_weights(folder)
-    weights, origin = _renamed(part, weights), _renamed(part, origin)
+    weights, origin = _renamed(kind, part, weights), _renamed(kind, part, origin)
     if part == "vae":  # back to torch's (out, in, kh, kw), as the VAE's sanitize expects
         weights = {k: w.transpose(0, 3, 1, 2) if w.ndim == 4 else w for k, w in weights.items()}
     shapes = _Shapes(weights, bits)
-    config = {"transformer": _flux2_transformer, "vae": _flux2_vae, "text_encoder": _qwen3}[part](shapes)
+    configs = {"transformer": _flux2_transformer if kind == "flux2" else _zimage_transformer,
+               "vae": _flux2_vae if kind == "flux2" else _zimage_vae, "text_encoder": _qwen3}  # fmt: skip
+    config = configs[part](shapes)
     if bits is not None:
         config["quantization"] = shapes.quantization()
     return config, weights, origin
@@ -93,12 +107,12 @@ def _bits(folder: Path) -> int | None:
     return int(level)
 
 
-def _renamed(part: str, tensors: dict) -> dict:
+def _renamed(kind: str, part: str, tensors: dict) -> dict:
     out = {}
     for name, value in tensors.items():
         if name.endswith(DROPPED):
             continue
-        for pattern, repl in RENAMES[part]:
+        for pattern, repl in RENAMES.get((kind, part), []):
             name = re.sub(pattern, repl, name)
         out[name] = value
     return out
@@ -155,6 +169,26 @@ def _flux2_transformer(s: _Shapes) -> dict:
     }  # fmt: skip
 
 
+def _zimage_transformer(s: _Shapes) -> dict:
+    dim, embed = s.linear("all_x_embedder.2-1")
+    head_dim = s.weights["layers.0.attention.norm_q.weight"].shape[0]
+    return {
+        "_class_name": "ZImageTransformer2DModel", "all_patch_size": [2], "all_f_patch_size": [1],
+        "in_channels": embed // 4, "dim": dim, "n_layers": s.count("layers."),
+        "n_refiner_layers": s.count("noise_refiner."), "n_heads": dim // head_dim,
+        "n_kv_heads": s.linear("layers.0.attention.to_k")[0] // head_dim, "norm_eps": 1e-5, "qk_norm": True,
+        "cap_feat_dim": s.weights["cap_embedder.0.weight"].shape[0], "rope_theta": 256.0, "t_scale": 1000.0,
+        "axes_dims": [head_dim // 4, 3 * head_dim // 8, 3 * head_dim // 8], "axes_lens": [1024, 512, 512],
+    }  # fmt: skip
+
+
+def _zimage_vae(s: _Shapes) -> dict:
+    """FLUX.1's VAE, with its fixed latent scale and shift."""
+    config = _flux2_vae(s)
+    del config["batch_norm_eps"], config["patch_size"]
+    return {**config, "_class_name": "AutoencoderKL", "scaling_factor": 0.3611, "shift_factor": 0.1159}
+
+
 def _flux2_vae(s: _Shapes) -> dict:
     w = s.weights
     down = s.count("encoder.down_blocks.")
@@ -166,7 +200,7 @@ def _flux2_vae(s: _Shapes) -> dict:
         "decoder_block_out_channels": [w[f"decoder.up_blocks.{i}.resnets.0.conv1.weight"].shape[0]
                                        for i in reversed(range(up))],
         "layers_per_block": s.count("encoder.down_blocks.0.resnets."),
-        "latent_channels": w["post_quant_conv.weight"].shape[1], "norm_num_groups": 32,
+        "latent_channels": w["decoder.conv_in.weight"].shape[1], "norm_num_groups": 32,
         "mid_block_add_attention": s.has("encoder.mid_block.attentions."),
         "use_quant_conv": "quant_conv.weight" in w, "use_post_quant_conv": "post_quant_conv.weight" in w,
         "batch_norm_eps": 1e-4, "patch_size": [2, 2],
