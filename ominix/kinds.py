@@ -1,7 +1,7 @@
 """What the runtime serves, in one table: chat, embedding, speech in and out, images, vision chat.
 
 A `Kind` says how a checkpoint is recognised (catalog category; else the files: model_index.json
-for a diffusers pipeline, config.yaml for FunASR, sentence-transformers' modules.json, config.json's
+for a diffusers pipeline or an mflux pack's index, config.yaml for FunASR, sentence-transformers' modules.json, config.json's
 `model_type` / `architectures`), which loader builds it (a dotted path, imported only when a model
 loads), which job kind it runs, and which HTTP routes and CLI verbs accept it. Everything else asks
 this module: the pool, the store, the API and the CLI. It imports no MLX.
@@ -62,6 +62,19 @@ def _read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def is_mflux_pack(path: Path | str) -> bool:
+    """A pipeline saved by mflux (`mflux-save`, the mlx-community FLUX.2 [klein] packs): component
+    folders whose safetensors index names an mflux version, and no model_index.json."""
+    index = _read_json(Path(path) / "transformer" / "model.safetensors.index.json")
+    metadata = index.get("metadata")
+    return isinstance(metadata, dict) and "mflux_version" in metadata
+
+
+def is_image_pipeline(path: Path | str) -> bool:
+    """A diffusers pipeline folder (model_index.json) or an mflux pack."""
+    return (Path(path) / "model_index.json").is_file() or is_mflux_pack(path)
+
+
 def detect(path: Path | str | None, entry=None) -> Kind:
     """The kind of a checkpoint: its catalog entry's category wins, else its files say. Reads
     only small JSON files."""
@@ -71,7 +84,7 @@ def detect(path: Path | str | None, entry=None) -> Kind:
     if path is None:
         return KINDS["chat"]
     path = Path(path)
-    if (path / "model_index.json").is_file():
+    if is_image_pipeline(path):
         return KINDS["image"]
     if (path / "config.yaml").is_file() and not (path / "config.json").is_file():
         return KINDS["asr"]  # FunASR checkpoints (Paraformer, SenseVoice, FSMN-VAD)

@@ -70,35 +70,40 @@ def text_encoder(layers: int, hidden: int, seed: int):
     return model.eval()
 
 
-def flux2_vae(channels=(16, 32), latent_channels: int = 4):
+def flux2_vae(channels=(16, 32), latent_channels: int = 4, groups: int = 8):
     from diffusers import AutoencoderKLFlux2
 
     return AutoencoderKLFlux2(
         block_out_channels=channels, latent_channels=latent_channels, layers_per_block=1,
-        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * len(channels),
+        norm_num_groups=groups, down_block_types=("DownEncoderBlock2D",) * len(channels),
         up_block_types=("UpDecoderBlock2D",) * len(channels), sample_size=64,
     )  # fmt: skip
 
 
-def flux2_transformer(joint_attention_dim: int, in_channels: int = 16):
+def flux2_transformer(joint_attention_dim: int, in_channels: int = 16, guidance_channels: int = 32):
     from diffusers import Flux2Transformer2DModel
 
     return Flux2Transformer2DModel(
         in_channels=in_channels, num_layers=2, num_single_layers=2, attention_head_dim=16,
-        num_attention_heads=4, joint_attention_dim=joint_attention_dim, timestep_guidance_channels=32,
+        num_attention_heads=4, joint_attention_dim=joint_attention_dim,
+        timestep_guidance_channels=guidance_channels,
         mlp_ratio=3.0, axes_dims_rope=(4, 4, 4, 4), rope_theta=2000, guidance_embeds=False,
     )  # fmt: skip
 
 
-def build_flux2_klein(path, *, seed: int = 0, te_layers: int = 4, te_hidden: int = 32) -> Path:
-    """A tiny Flux2KleinPipeline (distilled, as klein 4B is) saved to `path`."""
+def build_flux2_klein(path, *, seed: int = 0, te_layers: int = 4, te_hidden: int = 32,
+                      wide: bool = False) -> Path:
+    """A tiny Flux2KleinPipeline (distilled, as klein 4B is) saved to `path`. `wide`: every
+    linear layer's input a multiple of 64 and the VAE's norms in 32 groups, as in the real model
+    (what mflux needs to quantize every layer, and what an mflux pack assumes)."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
 
     path = Path(path)
     torch.manual_seed(seed)
-    vae = flux2_vae()
-    transformer = flux2_transformer(3 * te_hidden, in_channels=4 * vae.config.latent_channels)
+    vae = flux2_vae((32, 64), 16, groups=32) if wide else flux2_vae()
+    transformer = flux2_transformer(3 * te_hidden, in_channels=4 * vae.config.latent_channels,
+                                    guidance_channels=64 if wide else 32)  # fmt: skip
     te = text_encoder(te_layers, te_hidden, seed + 1)
     for i, module in enumerate((vae, transformer)):
         _randomize(module, seed + 2 + i)
@@ -111,43 +116,47 @@ def build_flux2_klein(path, *, seed: int = 0, te_layers: int = 4, te_hidden: int
     return path
 
 
-def zimage_vae(channels=(16, 32), latent_channels: int = 4):
+def zimage_vae(channels=(16, 32), latent_channels: int = 4, groups: int = 8):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
         block_out_channels=channels, latent_channels=latent_channels, layers_per_block=1,
-        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * len(channels),
+        norm_num_groups=groups, down_block_types=("DownEncoderBlock2D",) * len(channels),
         up_block_types=("UpDecoderBlock2D",) * len(channels), sample_size=64,
         scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
     )  # fmt: skip
 
 
-def zimage_transformer(cap_feat_dim: int, in_channels: int = 4):
+def zimage_transformer(cap_feat_dim: int, in_channels: int = 4, dim: int = 64):
     from diffusers import ZImageTransformer2DModel
 
     return ZImageTransformer2DModel(
-        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=in_channels, dim=64, n_layers=2,
-        n_refiner_layers=1, n_heads=4, n_kv_heads=4, norm_eps=1e-5, qk_norm=True,
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=in_channels, dim=dim, n_layers=2,
+        n_refiner_layers=1, n_heads=dim // 16, n_kv_heads=dim // 16, norm_eps=1e-5, qk_norm=True,
         cap_feat_dim=cap_feat_dim, rope_theta=256.0, t_scale=1000.0, axes_dims=[4, 6, 6],
         axes_lens=[1024, 64, 64],
     )  # fmt: skip
 
 
-def build_zimage(path, *, seed: int = 0, te_layers: int = 4, te_hidden: int = 32) -> Path:
-    """A tiny ZImagePipeline saved to `path`."""
+def build_zimage(path, *, seed: int = 0, te_layers: int = 4, te_hidden: int = 32,
+                 wide: bool = False) -> Path:
+    """A tiny ZImagePipeline saved to `path` (`wide`: as build_flux2_klein's; the feed-forward's
+    int(dim / 3 * 8) must be a multiple of 64 too, hence dim 192; the text encoder is then saved
+    with its causal-LM head, `model.`-prefixed, as Z-Image-Turbo publishes it)."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
 
     path = Path(path)
     torch.manual_seed(seed)
-    vae = zimage_vae()
-    transformer = zimage_transformer(te_hidden, in_channels=vae.config.latent_channels)
+    vae = zimage_vae((32, 64), 16, groups=32) if wide else zimage_vae()
+    transformer = zimage_transformer(te_hidden, in_channels=vae.config.latent_channels, dim=192 if wide else 64)
     te = text_encoder(te_layers, te_hidden, seed + 1)
     for i, module in enumerate((vae, transformer)):
         _randomize(module, seed + 2 + i)
     pipe = ZImagePipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(**ZIMAGE_SCHEDULER), vae=vae.eval(),
-        text_encoder=te.model, tokenizer=_tokenizer(path.parent), transformer=transformer.eval(),
+        text_encoder=te if wide else te.model, tokenizer=_tokenizer(path.parent),
+        transformer=transformer.eval(),
     )  # fmt: skip
     pipe.save_pretrained(path, safe_serialization=True)
     return path

@@ -9,6 +9,8 @@ import os
 import re
 from pathlib import Path
 
+from ominix.kinds import is_image_pipeline
+
 
 def size_text(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
@@ -20,7 +22,7 @@ def estimate_bytes(path: Path) -> int:
     text_encoder/, vae/...): those are summed."""
     path = Path(path)
     total = _weight_bytes(path)
-    if total == 0 and (path / "model_index.json").is_file():
+    if total == 0 and is_image_pipeline(path):
         total = sum(_weight_bytes(path / name) for name in _pipeline_components(path))
     return total
 

@@ -22,6 +22,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ominix.engine.audio.ct2 import convert_ct2, is_ct2_whisper
+from ominix.kinds import is_image_pipeline
 from ominix.engine.load import (
     INDEX_FILE,
     LoadError,
@@ -64,7 +65,7 @@ def convert(
     group_size; `overrides` maps a layer path to {"bits", "group_size"} or False (keep float).
     """
     src, dst = Path(src), Path(dst)
-    if (src / "model_index.json").is_file():  # a diffusers image pipeline: a folder per component
+    if is_image_pipeline(src):  # a diffusers image pipeline (or an mflux pack): a folder per component
         from ominix.engine.image.convert import convert_pipeline
 
         return convert_pipeline(src, dst, quantize=quantize, bits=bits, group_size=group_size,

@@ -349,9 +349,10 @@ def _ollama_refs() -> list[ModelRef]:
 
 
 def is_model_folder(path: Path) -> bool:
-    """A directory some kind can recognise (config.json, a diffusers, FunASR or GPT-SoVITS layout)."""
+    """A directory some kind can recognise (config.json, a diffusers, mflux, FunASR or GPT-SoVITS
+    layout)."""
     files = ("config.json", "model_index.json", "config.yaml", "chinese-hubert-base/config.json")
-    return path.is_dir() and any((path / f).is_file() for f in files)
+    return path.is_dir() and (any((path / f).is_file() for f in files) or kinds.is_mflux_pack(path))
 
 
 def _loader_stream():

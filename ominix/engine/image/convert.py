@@ -24,6 +24,7 @@ from ominix.engine.convert import MAX_SHARD_BYTES, ConvertError, save_weights
 from ominix.engine.image.pipeline import PIPELINES, load_component, quantize_predicate, read_index
 from ominix.engine.image.text import load_text_encoder
 from ominix.engine.load import LoadError, cast_floats, dtype_name, parse_dtype, quant_params, read_config, read_quantization
+from ominix.kinds import is_mflux_pack
 
 COPIED = ("vae", "tokenizer", "scheduler")
 
@@ -34,6 +35,8 @@ def convert_pipeline(src, dst, *, quantize: bool = False, bits: int = 4, group_s
     """Quantize (`bits`, `group_size`) and/or cast (`dtype`) the transformer and text encoder of
     the diffusers folder `src` into the new folder `dst`; returns dst."""
     src, dst = Path(src), Path(dst)
+    if is_mflux_pack(src):
+        raise ConvertError(f"{src} is an mflux pack, already in MLX's format: it loads as it is")
     index = read_index(src)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise ConvertError(f"{dst} already exists and is not empty; choose a new directory")

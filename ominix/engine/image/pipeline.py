@@ -2,7 +2,7 @@
 scheduler), with the load-time choices: compute dtype, `quantize` bits, text-encoder release,
 float32 weights on a CPU with memory to spare.
 
-model_index.json names the pipeline class; the family modules (flux2.py, zimage.py) say how
+model_index.json names the pipeline class (an mflux pack's is inferred, see mflux_pack.py); the family modules (flux2.py, zimage.py) say how
 prompts are encoded, how latents are laid out and what one denoising step does. Components load
 name-for-name from their folders through `ominix.engine.load` (float or MLX-quantized: a component
 whose config.json carries a `quantization` block loads quantized, as `ominix convert` writes it).
@@ -25,8 +25,10 @@ from ominix.engine.load import (
     LoadError, apply_compute_dtype, check_weights, checkpoint_float_dtype, dtype_name, parse_dtype,
     quantize_like_checkpoint, read_config, read_quantization, read_weights,
 )  # fmt: skip
+from ominix.engine.image import mflux_pack
 from ominix.engine.image.scheduler import FlowMatchEuler
 from ominix.engine.image.text import TextEncoder, load_text_encoder
+from ominix.kinds import is_mflux_pack
 from ominix.models import autoencoder
 
 PIPELINES = {
@@ -56,6 +58,8 @@ class Options:
 
 def read_index(path: Path) -> dict:
     index_file = Path(path) / "model_index.json"
+    if not index_file.is_file() and is_mflux_pack(path):
+        return mflux_pack.model_index(path)
     if not index_file.is_file():
         raise LoadError(f"{path} has no model_index.json: not a diffusers image checkpoint")
     try:
@@ -81,12 +85,11 @@ def quantize_predicate(bits: int, group_size: int = GROUP_SIZE):
 
 def load_component(folder: Path, arch, quantize: int | None) -> tuple[nn.Module, dict, mx.Dtype]:
     """Build `arch.Model` from folder/config.json and load its safetensors (lazily)."""
-    config = read_config(folder)
+    config, weights, origin = read_component(folder)
     try:
         model = arch.Model(arch.ModelArgs.from_dict(config))
     except (TypeError, ValueError, KeyError) as e:
         raise LoadError(f"{folder}/config.json does not describe a valid model: {e}") from None
-    weights, origin = read_weights(folder)
     stored = checkpoint_float_dtype(weights)
     if hasattr(model, "sanitize"):
         weights = model.sanitize(weights)
@@ -98,6 +101,24 @@ def load_component(folder: Path, arch, quantize: int | None) -> tuple[nn.Module,
     if quantize and quantization is None:
         nn.quantize(model, class_predicate=quantize_predicate(quantize))
     return model, config, stored
+
+
+def read_component(folder: Path) -> tuple[dict, dict, dict]:
+    """(config, tensors, tensor -> file) of a pipeline component: a diffusers folder's
+    config.json and safetensors, or an mflux pack's tensors renamed (engine/image/mflux_pack.py)."""
+    folder = Path(folder)
+    if is_mflux_pack(folder.parent):
+        return mflux_pack.read_component(folder)
+    return (read_config(folder), *read_weights(folder))
+
+
+def read_scheduler_config(path: Path) -> dict:
+    if is_mflux_pack(path):
+        return mflux_pack.scheduler_config(path)
+    try:
+        return json.loads((Path(path) / "scheduler" / "scheduler_config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise LoadError(f"{path}/scheduler/scheduler_config.json cannot be read: {e}") from None
 
 
 def compute_dtypes(stored: mx.Dtype, quantized: bool, override: str | None, device,
@@ -139,9 +160,7 @@ class ImagePipeline:
         self.index = index
         self.options = options
         self.name = self.path.name
-        self.scheduler = FlowMatchEuler(
-            json.loads((self.path / "scheduler" / "scheduler_config.json").read_text())
-        )
+        self.scheduler = FlowMatchEuler(read_scheduler_config(self.path))
         device = mx.default_device()
         self.transformer, tconfig, stored = load_component(self.path / "transformer", arch,
                                                            options.quantize)  # fmt: skip

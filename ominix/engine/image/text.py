@@ -13,7 +13,7 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 
-from ominix.engine.load import LoadError, check_weights, read_config, read_weights
+from ominix.engine.load import LoadError, check_weights
 from ominix.engine.llm.tokenizer import load_tokenizer
 from ominix.models import qwen3
 
@@ -68,12 +68,13 @@ class TextEncoder:
 
 
 def load_text_encoder(path: Path, tokenizer_path: Path) -> TextEncoder:
-    config = read_config(path)
+    from ominix.engine.image.pipeline import read_component
+
+    config, weights, origin = read_component(path)
     if config.get("model_type") != "qwen3":
         raise LoadError(f"{path}: text encoder model_type {config.get('model_type')!r}; expected qwen3")
     args = qwen3.ModelArgs.from_dict(config)
     body = qwen3.Qwen3Model(args)
-    weights, origin = read_weights(path)
     weights = {name.removeprefix("model."): w for name, w in weights.items()
                if not name.startswith("lm_head.")}  # fmt: skip
     from ominix.engine.load import quantize_like_checkpoint, read_quantization
