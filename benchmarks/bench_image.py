@@ -1,5 +1,6 @@
-"""Seconds per denoising step and peak memory: OminiX vs mflux, FLUX.2 [klein] 4B and Z-Image
-Turbo transformers at their real widths, reduced depth, 512x512 and 1024x1024, bf16 and 4-bit.
+"""Seconds per denoising step and peak memory: OminiX vs mflux and mlx-vlm, FLUX.2 [klein] 4B and
+Z-Image Turbo transformers at their real widths, reduced depth, 512x512 and 1024x1024, bf16 and
+4-bit.
 
     python benchmarks/bench_image.py                  # everything, a table + JSON lines
     python benchmarks/bench_image.py --res 512 --family flux2 --repeats 2
@@ -7,15 +8,18 @@ Turbo transformers at their real widths, reduced depth, 512x512 and 1024x1024, b
 One denoising step = one transformer forward at the step's token count (FLUX.2: 512 text tokens
 plus (side/16)^2 image tokens; Z-Image: a 64-token caption plus (side/16)^2 image tokens), run
 the way each runtime runs it: ours through the pipeline's compute policy (engine/image/pipeline.py
-`compute_dtype` + engine/load.py `apply_compute_dtype`), mflux through its own modules with their
-own modules in float32 (their bf16 default misses BLAS on a CPU; float32 is mflux's fastest setting
-here). Weights are the modules' own random initialisation: bf16 storage for ours (as published),
-float32 for mflux; 4-bit is MLX affine,
-group 64, on every linear layer whose input width allows it (nn.quantize), for both. Each
-(runtime, family, size, precision) runs in its own process so peak memory is its own.
+`compute_dtypes` + engine/load.py `apply_compute_dtype`), the peers through their own modules in
+float32 (their bf16 default misses BLAS on a CPU; float32 is their fastest setting here).
+Weights are the modules' own random initialisation. Ours: `bf16` keeps bf16 weights and upcasts
+each layer as it runs (what the loader does when memory is short); `fp32` holds float32 weights,
+which is also what the loader makes of bf16 files when the pipeline at float32 fits in half the
+RAM. 4-bit is MLX affine, group 64, on every linear layer whose input width allows it
+(nn.quantize), for all. Each (runtime, family, size, precision) runs in its own process so peak
+memory is its own.
 
 mflux 0.24 on Linux: `pip install --no-deps mflux==0.24.0` plus piexif, toml, fonttools,
-platformdirs, matplotlib, hf-transfer (see /work/shared/REFERENCES.md).
+platformdirs, matplotlib, hf-transfer (see /work/shared/REFERENCES.md); mlx-vlm runs from the
+venv tests/test_qwen3_vl.py builds.
 """
 
 from __future__ import annotations
