@@ -1,10 +1,11 @@
 """What the runtime serves, in one table: chat, embedding, speech in and out, images, vision chat.
 
 A `Kind` says how a checkpoint is recognised (catalog category; else the files: model_index.json
-for a diffusers pipeline or an mflux pack's index, config.yaml for FunASR, sentence-transformers' modules.json, config.json's
-`model_type` / `architectures`), which loader builds it (a dotted path, imported only when a model
-loads), which job kind it runs, and which HTTP routes and CLI verbs accept it. Everything else asks
-this module: the pool, the store, the API and the CLI. It imports no MLX.
+for a diffusers pipeline or an mflux pack's index, config.yaml for FunASR, sentence-transformers'
+modules.json, config.json's `model_type` / `architectures`), which loader builds it (a dotted path,
+imported only when a model loads), which job kind it runs, and which HTTP routes and CLI verbs
+accept it. Everything else asks this module: the pool, the store, the API and the CLI. It imports
+no MLX.
 
 A loader is `fn(path) -> (model, tokenizer_or_None)`; it runs on the pool's loader thread.
 """
@@ -65,6 +66,8 @@ def _read_json(path: Path) -> dict:
 def is_mflux_pack(path: Path | str) -> bool:
     """A pipeline saved by mflux (`mflux-save`, the mlx-community FLUX.2 [klein] packs): component
     folders whose safetensors index names an mflux version, and no model_index.json."""
+    if (Path(path) / "model_index.json").is_file():
+        return False
     index = _read_json(Path(path) / "transformer" / "model.safetensors.index.json")
     metadata = index.get("metadata")
     return isinstance(metadata, dict) and "mflux_version" in metadata

@@ -119,6 +119,12 @@ def test_broken_packs_are_clear_errors(packs, tmp_path):
     index.write_text(index.read_text().replace('"quantization_level": "4"', '"quantization_level": "four"'))
     with pytest.raises(LoadError, match="quantization_level 'four'"):
         load_image_pipeline(odd)
+    cut = shutil.copytree(packs["4"], tmp_path / "cut")
+    shard = cut / "transformer" / "0.safetensors"
+    tensors = mx.load(str(shard))
+    mx.save_safetensors(str(shard), {k: v for k, v in tensors.items() if ".norm_q." not in k})
+    with pytest.raises(LoadError, match="not a complete mflux"):
+        load_image_pipeline(cut)
     res = CliRunner().invoke(app, ["image", "x", "-o", str(tmp_path / "x.png"), "-m", str(missing)])
     assert res.exit_code != 0 and "missing shard" in res.output and "Traceback" not in res.output
 

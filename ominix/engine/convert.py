@@ -11,7 +11,6 @@ and renamed into place at the end, so DST is either complete or absent.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ominix.engine.audio.ct2 import convert_ct2, is_ct2_whisper
+from ominix.hub.files import written_whole
 from ominix.kinds import is_image_pipeline
 from ominix.engine.load import (
     INDEX_FILE,
@@ -107,18 +107,10 @@ def convert(
         out_config["quantization_config"] = out_config["quantization"]
         log(f"quantized to {bits} bits, group size {group_size}")
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
-    try:
+    with written_whole(dst) as tmp:
         save_weights(tmp, dict(tree_flatten(model.parameters())), max_shard_bytes, log)
         (tmp / "config.json").write_text(json.dumps(out_config, indent=2) + "\n")
         copy_side_files(src, tmp)
-        if dst.exists():
-            dst.rmdir()  # empty, checked above
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"wrote {dst}")
     return dst
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ominix import config
@@ -178,3 +182,20 @@ def detect_format_and_quantization(folder, name: str | None = None) -> tuple[str
         if p.suffix == ".safetensors" and (dtype := safetensors_dtype(p)):
             return fmt, dtype
     return fmt, None
+
+
+@contextmanager
+def written_whole(dst: Path) -> Iterator[Path]:
+    """A temporary directory next to `dst` to write into; renamed to `dst` (which must be absent
+    or empty) when the block ends, deleted when it raises: `dst` is complete or absent."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
+    try:
+        yield tmp
+        if dst.exists():
+            dst.rmdir()
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -15,14 +15,14 @@ cross-attention k, v fused into `linear_1`. This module imports no MLX: numpy an
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ominix.hub.files import written_whole
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 
@@ -193,20 +193,12 @@ def convert_ct2(src: str | Path, dst: str | Path, log=lambda message: None) -> P
         generation["begin_suppress_tokens"] = ct2_config["suppress_ids_begin"]
     if ct2_config.get("alignment_heads"):
         generation["alignment_heads"] = ct2_config["alignment_heads"]
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
-    try:
+    with written_whole(dst) as tmp:
         save_file({k: np.ascontiguousarray(a) for k, a in weights.items()}, str(tmp / "weights.safetensors"))
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
         for side in ("tokenizer.json", "preprocessor_config.json", "vocabulary.txt"):
             if (src / side).is_file():
                 shutil.copy2(src / side, tmp / side)
-        if dst.exists():
-            dst.rmdir()
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"wrote {dst}")
     return dst

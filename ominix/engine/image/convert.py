@@ -11,9 +11,7 @@ temporary directory next to DST and renamed into place at the end, so DST is com
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from ominix.engine.convert import MAX_SHARD_BYTES, ConvertError, save_weights
 from ominix.engine.image.pipeline import PIPELINES, load_component, quantize_predicate, read_index
 from ominix.engine.image.text import load_text_encoder
 from ominix.engine.load import LoadError, cast_floats, dtype_name, parse_dtype, quant_params, read_config, read_quantization
+from ominix.hub.files import written_whole
 from ominix.kinds import is_mflux_pack
 
 COPIED = ("vae", "tokenizer", "scheduler")
@@ -50,9 +49,7 @@ def convert_pipeline(src, dst, *, quantize: bool = False, bits: int = 4, group_s
     except LoadError as e:
         raise ConvertError(str(e)) from None
     target = parse_dtype(dtype) if dtype else None
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
-    try:
+    with written_whole(dst) as tmp:
         _write_transformer(src, tmp, PIPELINES[index["_class_name"]], spec, target, max_shard_bytes, log)
         _write_text_encoder(src, tmp, spec, target, max_shard_bytes, log)
         for item in src.iterdir():  # model_index.json, README, licence ...
@@ -60,12 +57,6 @@ def convert_pipeline(src, dst, *, quantize: bool = False, bits: int = 4, group_s
                 shutil.copy2(item, tmp / item.name)
         for folder in COPIED:
             shutil.copytree(src / folder, tmp / folder)
-        if dst.exists():
-            dst.rmdir()  # empty, checked above
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"wrote {dst}")
     return dst
 

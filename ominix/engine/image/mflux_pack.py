@@ -10,10 +10,10 @@ layer with a `to_quantized` is quantized, including the text encoder's embedding
 attention projections.
 
 FLUX.2 [klein] and Z-Image packs are read. This module gives the pipeline what a diffusers folder
-would: each component's config.json
-(read off the tensor shapes, with the family's fixed constants), its tensors under diffusers'
-names and layout, MLX `quantization` blocks where the pack is quantized, the published scheduler
-config and a model_index.json. `is_pack` lives in ominix/kinds.py (no MLX there).
+would: each component's config.json (read off the tensor shapes, with the family's fixed
+constants), its tensors under diffusers' names and layout, MLX `quantization` blocks where the
+pack is quantized, the published scheduler config and a model_index.json. `is_mflux_pack` lives in
+ominix/kinds.py (no MLX there).
 """
 
 from __future__ import annotations
@@ -83,7 +83,10 @@ def read_component(folder: Path) -> tuple[dict, dict[str, mx.array], dict[str, s
     shapes = _Shapes(weights, bits)
     configs = {"transformer": _flux2_transformer if kind == "flux2" else _zimage_transformer,
                "vae": _flux2_vae if kind == "flux2" else _zimage_vae, "text_encoder": _qwen3}  # fmt: skip
-    config = configs[part](shapes)
+    try:
+        config = configs[part](shapes)
+    except KeyError as e:
+        raise LoadError(f"{folder} has no tensor {e}: not a complete mflux {kind} pack") from None
     if bits is not None:
         config["quantization"] = shapes.quantization()
     return config, weights, origin

@@ -2,10 +2,11 @@
 scheduler), with the load-time choices: compute dtype, `quantize` bits, text-encoder release,
 float32 weights on a CPU with memory to spare.
 
-model_index.json names the pipeline class (an mflux pack's is inferred, see mflux_pack.py); the family modules (flux2.py, zimage.py) say how
-prompts are encoded, how latents are laid out and what one denoising step does. Components load
-name-for-name from their folders through `ominix.engine.load` (float or MLX-quantized: a component
-whose config.json carries a `quantization` block loads quantized, as `ominix convert` writes it).
+model_index.json names the pipeline class (an mflux pack's is inferred: mflux_pack.py); the
+family modules (flux2.py, zimage.py) say how prompts are encoded, how latents are laid out and what
+one denoising step does. Components load name-for-name from their folders through
+`ominix.engine.load` (float or MLX-quantized: a component whose config.json carries a
+`quantization` block loads quantized, as `ominix convert` writes it).
 """
 
 from __future__ import annotations
