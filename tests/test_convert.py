@@ -108,17 +108,8 @@ def test_refuses_bad_options_and_quantized_source(source, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q"]
 
 
-def test_failure_midway_leaves_nothing(source, tmp_path, monkeypatch):
-    calls = []
-
-    def disk_full(path, arrays, metadata=None):
-        calls.append(path)
-        if len(calls) == 2:
-            raise OSError(28, "No space left on device")
-        mx_save(path, arrays, metadata=metadata)
-
-    mx_save = mx.save_safetensors
-    monkeypatch.setattr(mx, "save_safetensors", disk_full)
+def test_failure_midway_leaves_nothing(source, tmp_path, disk_full_on_second_write):
+    calls = disk_full_on_second_write
     with pytest.raises(OSError, match="No space left"):
         convert(source, tmp_path / "out", max_shard_bytes=40_000)
     assert len(calls) == 2
