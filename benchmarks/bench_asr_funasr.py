@@ -158,12 +158,13 @@ def main() -> None:
             build(model, path)
         peer = args.peer_trials
         ours = run("ominix", model, path, args.seconds, args.trials, True)
-        _row(model, "OminiX", ours, None, args.seconds)
+        print_row(model, "OminiX", ours, None, args.seconds)
         theirs = run("funasr_mlx", model, path, args.seconds, peer or args.trials, peer is None)
-        _row(model, "funasr-mlx 0.2.3", theirs, ours, args.seconds)
+        print_row(model, "funasr-mlx 0.2.3", theirs, ours, args.seconds)
 
 
-def _row(model: str, name: str, r: dict, ours: dict | None, seconds: float) -> None:
+def print_row(model: str, name: str, r: dict, ours: dict | None, seconds: float) -> None:
+    """One README table row: median RTF, peak memory, load time, tokens; ratios to `ours`."""
     r["rtf"] = sorted(r["times"])[len(r["times"]) // 2] / seconds
     ratio = "" if ours is None else f"{r['rtf'] / ours['rtf']:.2f}x / {ours['peak_gb'] / r['peak_gb']:.2f}x"
     print(f"| {model} | {name} | {r['rtf']:.4f} | {r['peak_gb']:.2f} | {r['load_s']:.1f} | {r['tokens']} | {ratio} |",

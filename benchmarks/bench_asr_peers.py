@@ -233,6 +233,8 @@ def build(model: str, path: Path, text_layers: int) -> None:
 
 
 def main() -> None:
+    from bench_asr_funasr import print_row  # the same README row as the FunASR benchmark
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=[*RUNNERS, "all"], default="all")
     parser.add_argument("--runners", default="ominix,mlx_audio,funasr_mlx")
@@ -265,15 +267,8 @@ def main() -> None:
             except RuntimeError as e:
                 print(f"| {model} | {NAMES[runner]} | failed: {str(e).splitlines()[-1][:120]} | | | | |", flush=True)
                 continue
-            _row(model, NAMES[runner], result, ours, args.seconds)
+            print_row(model, NAMES[runner], result, ours, args.seconds)
             ours = result if runner == "ominix" else ours
-
-
-def _row(model: str, name: str, r: dict, ours: dict | None, seconds: float) -> None:
-    r["rtf"] = sorted(r["times"])[len(r["times"]) // 2] / seconds
-    ratio = "" if ours is None else f"{r['rtf'] / ours['rtf']:.2f}x / {ours['peak_gb'] / r['peak_gb']:.2f}x"
-    print(f"| {model} | {name} | {r['rtf']:.4f} | {r['peak_gb']:.2f} | {r['load_s']:.1f} | {r['tokens']} | {ratio} |",
-          flush=True)
 
 
 if __name__ == "__main__":

@@ -45,20 +45,27 @@ def _run_reference(script: str, spec: dict, root: Path) -> None:
         raise RuntimeError(done.stderr[-4000:])
 
 
-def write_bert(folder: Path) -> None:
-    import torch
+def write_wordpiece_tokenizer(folder: Path, chars: list[str]) -> dict[str, int]:
+    """A BERT WordPiece tokenizer.json (BertNormalizer + BertPreTokenizer: one token per CJK
+    character or punctuation mark, as chinese-roberta's) over `chars`, in that order; its vocab."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import BertConfig, BertForMaskedLM
 
-    folder.mkdir(parents=True, exist_ok=True)
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {t: i for i, t in enumerate(specials + list(dict.fromkeys(CHARACTERS + "，。！？、,.!?")))}
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars])}
     tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True, handle_chinese_chars=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
                                                        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])  # fmt: skip
     tok.save(str(folder / "tokenizer.json"))
+    return vocab
+
+
+def write_bert(folder: Path) -> None:
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = write_wordpiece_tokenizer(folder, list(dict.fromkeys(CHARACTERS + "，。！？、,.!?")))
     config = {**BERT_CONFIG, "vocab_size": len(vocab)}
     torch.manual_seed(0)
     model = BertForMaskedLM(BertConfig(**config)).eval()

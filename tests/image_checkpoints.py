@@ -174,3 +174,23 @@ def load_reference(path, family: str):
 def copy_checkpoint(src, dst) -> Path:
     shutil.copytree(src, dst)
     return Path(dst)
+
+
+def bf16_copy(src, dst) -> Path:
+    """The checkpoint with every float tensor stored in bf16, as the published files are."""
+    import mlx.core as mx
+
+    dst = copy_checkpoint(src, dst)
+    for file in dst.glob("*/*.safetensors"):
+        tensors = mx.load(str(file))
+        mx.save_safetensors(str(file), {k: v.astype(mx.bfloat16) if mx.issubdtype(v.dtype, mx.floating) else v
+                                        for k, v in tensors.items()})  # fmt: skip
+    return dst
+
+
+def psnr(a, b) -> float:
+    """Peak signal-to-noise ratio of two uint8 images, in dB (inf when equal)."""
+    import numpy as np
+
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)

@@ -34,6 +34,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from qwen_asr import Qwen3ASRModel  # noqa: E402
 from qwen_asr.core.transformers_backend import Qwen3ASRConfig, Qwen3ASRForConditionalGeneration  # noqa: E402
+# run as a script: tests/ is on sys.path, and funasr_checkpoints needs only numpy at import
+from funasr_checkpoints import randomize  # noqa: E402
 
 
 def windowed_attention(encoder) -> None:
@@ -51,17 +53,6 @@ def windowed_attention(encoder) -> None:
             return _forward(hidden_states, cu_seqlens, attention_mask=mask, **kwargs)
 
         layer.forward = masked
-
-
-def randomize(model: torch.nn.Module, seed: int, scale: float) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            if "norm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.1 * noise)
-            else:
-                p.copy_(noise * scale / max(1.0, p.shape[-1] ** 0.5))
 
 
 def build(spec: dict) -> Path:

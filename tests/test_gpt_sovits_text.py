@@ -23,6 +23,7 @@ from ominix.engine.audio.g2p import en, zh
 from ominix.engine.audio.g2p.bert import ChineseBert
 from ominix.engine.audio.g2p.symbols import to_ids
 from tests import gpt_sovits_venv
+from tests.gpt_sovits_fixture import write_wordpiece_tokenizer
 
 HERE = Path(__file__).parent
 SENTENCES = [
@@ -55,18 +56,8 @@ BERT_CONFIG = {"architectures": ["BertForMaskedLM"], "model_type": "bert", "hidd
 
 
 def write_tokenizer(folder: Path, texts: list[str]) -> None:
-    """A BERT WordPiece tokenizer.json (BertNormalizer + BertPreTokenizer: one token per CJK character
-    or punctuation mark, as chinese-roberta's) over the characters of `texts`."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
-    chars = sorted({c for t in texts for c in t if not c.isspace()})
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars])}
-    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True, handle_chinese_chars=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])  # fmt: skip
-    tok.save(str(folder / "tokenizer.json"))
+    """The fixture's WordPiece tokenizer over the characters of `texts`, sorted."""
+    write_wordpiece_tokenizer(folder, sorted({c for t in texts for c in t if not c.isspace()}))
 
 
 @pytest.fixture(scope="module")

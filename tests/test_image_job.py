@@ -13,7 +13,7 @@ from ominix.engine.image.job import (
     ImageJob, ImageRequest, ImageRequestError, PartialImage, Progress, run_job,
 )  # fmt: skip
 from ominix.engine.image.pipeline import Options, load_image_pipeline
-from tests.image_checkpoints import build_flux2_klein, build_zimage, copy_checkpoint
+from tests.image_checkpoints import bf16_copy, build_flux2_klein, build_zimage, psnr
 
 
 class Ticket:
@@ -22,11 +22,6 @@ class Ticket:
 
     def emit(self, event):
         self.events.append(event)
-
-
-def psnr(a, b) -> float:
-    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 @pytest.fixture(scope="module")
@@ -161,18 +156,6 @@ def test_release_text_encoder(paths, pipes):
     assert released.text_encoder is None
 
 
-def _bf16_copy(src, dst):
-    """The checkpoint with every float tensor stored in bf16, as the published files are."""
-    import mlx.core as mx
-
-    dst = copy_checkpoint(src, dst)
-    for file in dst.glob("*/*.safetensors"):
-        tensors = mx.load(str(file))
-        mx.save_safetensors(str(file), {k: v.astype(mx.bfloat16) if mx.issubdtype(v.dtype, mx.floating) else v
-                                        for k, v in tensors.items()})  # fmt: skip
-    return dst
-
-
 def test_float32_weights_when_memory_allows(paths, tmp_path, monkeypatch):
     """On a CPU, bf16 files small next to memory are held as float32 (cast once at load); with
     the switch off (Options or OMINIX_IMAGE_FLOAT32_WEIGHTS=0), or when the pipeline at float32
@@ -185,7 +168,7 @@ def test_float32_weights_when_memory_allows(paths, tmp_path, monkeypatch):
     def transformer_dtypes(pipe):
         return {v.dtype for _, v in tree_flatten(pipe.transformer.parameters())}
 
-    bf16 = _bf16_copy(paths["flux2"], tmp_path / "bf16")
+    bf16 = bf16_copy(paths["flux2"], tmp_path / "bf16")
     cast = load_image_pipeline(bf16)
     assert transformer_dtypes(cast) == {mx.float32}
     assert {v.dtype for _, v in tree_flatten(cast.text_encoder.body.parameters())} == {mx.float32}

@@ -28,7 +28,7 @@ from ominix.engine.budget import estimate_bytes
 from ominix.engine.image.job import ImageJob, ImageRequest, run_job
 from ominix.engine.image.pipeline import Options, load_image_pipeline
 from ominix.engine.load import LoadError
-from tests.image_checkpoints import build_flux2_klein, build_zimage
+from tests.image_checkpoints import bf16_copy, build_flux2_klein, build_zimage, psnr
 from tests.refvenv import reference_python
 
 MLX = f"mlx[cpu]=={mx.__version__}" if sys.platform == "linux" else f"mlx=={mx.__version__}"
@@ -37,20 +37,6 @@ REQUIREMENTS = [MLX, "transformers==5.23.0", "pillow", "piexif", "platformdirs",
                 "regex", "filelock", "anyio", "jinja2"]  # fmt: skip
 NO_DEPS = ["mflux==0.24.0"]
 REQ = dict(prompt="a lighthouse at dusk", width=32, height=48, steps=2, seed=11)
-
-
-def psnr(a, b) -> float:
-    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
-def bf16_copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    for file in dst.glob("*/*.safetensors"):
-        tensors = mx.load(str(file))
-        mx.save_safetensors(str(file), {k: v.astype(mx.bfloat16) if mx.issubdtype(v.dtype, mx.floating) else v
-                                        for k, v in tensors.items()})  # fmt: skip
-    return dst
 
 
 @pytest.fixture(scope="module", params=["flux2", "zimage"])

@@ -17,14 +17,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from ominix.engine.image.pipeline import Options, load_image_pipeline  # noqa: E402
-from tests.image_checkpoints import build_flux2_klein, build_zimage, load_reference  # noqa: E402
+from tests.image_checkpoints import build_flux2_klein, build_zimage, load_reference, psnr  # noqa: E402
 
 PROMPTS = ["a red fox in the snow", "你好，世界！ a longer prompt about mountains and the sea"]
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def close(ours, ref, tol):
